@@ -1,0 +1,20 @@
+"""Backend registry: `--backend NAME` -> a Backend."""
+from .base import Backend, UnsupportedTarget
+
+NOT_INSTALLABLE = {
+    "tensorrt": "TensorRT is not available: its wheels are only served from NVIDIA's own index, which these machines cannot reach",
+}
+
+
+def available_backends() -> list[str]:
+    return ["onnxruntime"]
+
+
+def get_backend(name: str) -> Backend:
+    key = name.strip().lower()
+    if key == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend()
+    reason = NOT_INSTALLABLE.get(key, f"unknown backend {name!r}")
+    raise UnsupportedTarget(f"{reason}; available backends: {', '.join(available_backends())}")

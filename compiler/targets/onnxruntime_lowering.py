@@ -1,0 +1,177 @@
+"""Lower compiler IR to an ONNX graph that uses ONNX Runtime's CPU contrib ops."""
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from ...model_zoo.rope import cos_sin_tables
+from ...ops.quantize import QuantizedTensor, pack_zero_points
+from ..ir import Graph, Node
+from .onnx_writer import MS_DOMAIN, OnnxWriter
+
+
+class OnnxLowering:
+    def __init__(self, graph: Graph, writer: OnnxWriter):
+        self.graph, self.cfg, self.w = graph, graph.config, writer
+        self.rank: dict[str, int] = {}
+
+    def run(self, path: Path) -> None:
+        for node in self.graph.nodes:
+            getattr(self, "_" + node.op)(node)
+            self.rank.update({o: self._out_rank(node) for o in node.outputs})
+            self._release_weights(node)
+        self.w.save(path, self._graph_inputs(), self._graph_outputs())
+
+    def _out_rank(self, node: Node) -> int:
+        fixed = {"last_token": 2, "embed": 3, "positions": 2}
+        return fixed.get(node.op) or self.rank[node.inputs[0]]
+
+    def _release_weights(self, node: Node) -> None:
+        """Lowered weights live in the data file now; drop the numpy copy unless a later node reads it."""
+        for key in ("weight", "bias"):
+            name = node.attrs.get(key)
+            if name and not any(n.attrs.get(key) == name for n in self.graph.nodes[self.graph.nodes.index(node) + 1:]):
+                self.graph.weights.pop(name, None)
+
+    # -- graph interface ---------------------------------------------------------------------------------
+    def _graph_inputs(self) -> list:
+        cfg = self.cfg
+        kv_shape = ["batch", cfg.num_kv_heads, "max_seq_len", cfg.head_dim]
+        inputs = [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
+            helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+        ]
+        for layer in range(cfg.num_layers):
+            for kind in ("key", "value"):
+                inputs.append(helper.make_tensor_value_info(f"past_{kind}_{layer}", TensorProto.FLOAT, kv_shape))
+        return inputs
+
+    def _graph_outputs(self) -> list:
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", self.cfg.vocab_size])]
+        for layer in range(self.cfg.num_layers):
+            for kind in ("key", "value"):
+                outputs.append(helper.make_tensor_value_info(f"present_{kind}_{layer}", TensorProto.FLOAT, None))
+        return outputs
+
+    # -- ops ----------------------------------------------------------------------------------------------
+    def _embed(self, node: Node) -> None:
+        weight = self.graph.weights[node.attrs["weight"]]
+        if isinstance(weight, QuantizedTensor):
+            self._dequantize_rows(node.attrs["weight"], weight, node.inputs[0], node.outputs[0])
+        else:
+            self.w.node("Gather", [self.w.initializer(node.attrs["weight"], weight), node.inputs[0]], node.outputs)
+
+    def _dequantize_rows(self, name: str, qt: QuantizedTensor, ids: str, out: str) -> None:
+        """Embedding lookup straight from the quantized table (shared with a tied LM head)."""
+        w = self.w
+        packed, scales, _ = self._quantized_initializers(name, qt)
+        rows = w.node("Gather", [packed, ids])[0]  # [B, S, nb, blob]
+        if qt.bits == 4:
+            low = w.node("BitwiseAnd", [rows, w.constant(np.uint8(15))])[0]
+            high = w.node("BitShift", [rows, w.constant(np.uint8(4))], direction="RIGHT")[0]
+            pairs = w.node("Concat", [w.node("Unsqueeze", [low, w.constant(np.array([-1]))])[0],
+                                      w.node("Unsqueeze", [high, w.constant(np.array([-1]))])[0]], axis=-1)[0]
+            rows = w.node("Reshape", [pairs, w.constant(np.array([0, 0, qt.num_blocks, qt.block_size]))])[0]
+        codes = w.node("Cast", [rows], to=TensorProto.FLOAT)[0]
+        block_shape = w.constant(np.array([0, 0, qt.num_blocks, 1]))
+        row_scales = w.node("Reshape", [w.node("Gather", [scales, ids])[0], block_shape])[0]
+        zero = self._row_zero_points(name, qt, ids, block_shape)
+        values = w.node("Mul", [w.node("Sub", [codes, zero])[0], row_scales])[0]
+        flat = w.node("Reshape", [values, w.constant(np.array([0, 0, -1]))])[0]
+        w.node("Slice", [flat, w.constant(np.array([0])), w.constant(np.array([qt.shape[1]])), w.constant(np.array([2]))], [out])
+
+    def _row_zero_points(self, name: str, qt: QuantizedTensor, ids: str, block_shape: str) -> str:
+        if qt.zero_points is None:
+            return self.w.constant(np.float32(2 ** (qt.bits - 1)))
+        table = self.w.initializer(name + ".zero_points_rows", qt.zero_points.astype(np.float32))
+        return self.w.node("Reshape", [self.w.node("Gather", [table, ids])[0], block_shape])[0]
+
+    def _positions(self, node: Node) -> None:
+        w = self.w
+        seq = w.node("Gather", [w.node("Shape", [node.inputs[0]])[0], w.constant(np.array(1))])[0]
+        offsets = w.node("Range", [w.constant(np.array(0)), seq, w.constant(np.array(1))])[0]
+        last = w.node("Cast", [node.inputs[1]], to=TensorProto.INT64)[0]
+        first = w.node("Sub", [w.node("Add", [last, w.constant(np.array(1))])[0], seq])[0]
+        w.node("Add", [w.node("Unsqueeze", [first, w.constant(np.array([1]))])[0], offsets], node.outputs)
+
+    def _rms_norm(self, node: Node) -> None:
+        scale = self.w.initializer(node.attrs["weight"], self.graph.weights[node.attrs["weight"]])
+        self.w.node("SimplifiedLayerNormalization", [node.inputs[0], scale], node.outputs,
+                    axis=-1, epsilon=node.attrs["eps"], stash_type=1)
+
+    def _skip_rms_norm(self, node: Node) -> None:
+        scale = self.w.initializer(node.attrs["weight"], self.graph.weights[node.attrs["weight"]])
+        y, total = node.outputs
+        self.w.node("SkipSimplifiedLayerNormalization", [*node.inputs, scale], [y, "", "", total],
+                    domain=MS_DOMAIN, epsilon=node.attrs["eps"])
+
+    def _head_rms_norm(self, node: Node) -> None:
+        w, head_dim = self.w, node.attrs["head_dim"]
+        heads = w.node("Reshape", [node.inputs[0], w.constant(np.array([0, 0, -1, head_dim]))])[0]
+        scale = w.initializer(node.attrs["weight"], self.graph.weights[node.attrs["weight"]])
+        normed = w.node("SimplifiedLayerNormalization", [heads, scale], axis=-1, epsilon=node.attrs["eps"], stash_type=1)[0]
+        w.node("Reshape", [normed, w.constant(np.array([0, 0, -1]))], node.outputs)
+
+    def _linear(self, node: Node) -> None:
+        name = node.attrs["weight"]
+        weight = self.graph.weights[name]
+        out = node.outputs[0] if not node.attrs.get("bias") else self.w.fresh("linear")
+        if isinstance(weight, QuantizedTensor):
+            self._matmul_nbits(name, weight, node.inputs[0], out)
+        elif self.rank[node.inputs[0]] == 2:
+            self.w.node("Gemm", [node.inputs[0], self.w.initializer(name, weight)], [out], transB=1)
+        else:
+            self.w.node("MatMul", [node.inputs[0], self.w.initializer(name + ".T", weight.T)], [out])
+        if node.attrs.get("bias"):
+            bias = self.w.initializer(node.attrs["bias"], self.graph.weights[node.attrs["bias"]])
+            self.w.node("Add", [out, bias], node.outputs)
+
+    def _matmul_nbits(self, name: str, qt: QuantizedTensor, x: str, out: str) -> None:
+        packed, scales, zero_points = self._quantized_initializers(name, qt)
+        n, k = qt.shape
+        inputs = [x, packed, scales] + ([zero_points] if zero_points else [])
+        self.w.node("MatMulNBits", inputs, [out], domain=MS_DOMAIN, K=k, N=n, bits=qt.bits, block_size=qt.block_size)
+
+    def _quantized_initializers(self, name: str, qt: QuantizedTensor) -> tuple[str, str, str | None]:
+        packed = self.w.initializer(name + ".packed", qt.packed)
+        scales = self.w.initializer(name + ".scales", qt.scales)
+        if qt.zero_points is None:
+            return packed, scales, None
+        zp = qt.zero_points if qt.zero_points.dtype == np.float32 else pack_zero_points(qt.zero_points, qt.bits)
+        return packed, scales, self.w.initializer(name + ".zero_points", zp)
+
+    def _split(self, node: Node) -> None:
+        self.w.node("Split", [node.inputs[0], self.w.constant(np.array(node.attrs["sizes"]))], node.outputs, axis=-1)
+
+    def _rotary(self, node: Node) -> None:
+        cos, sin = self._cos_sin()
+        self.w.node("RotaryEmbedding", [node.inputs[0], node.inputs[1], cos, sin], node.outputs,
+                    domain=MS_DOMAIN, interleaved=0, num_heads=node.attrs["num_heads"])
+
+    def _cos_sin(self) -> tuple[str, str]:
+        cos, sin = cos_sin_tables(self.cfg, self.cfg.max_position_embeddings)
+        return self.w.initializer("rotary.cos", cos), self.w.initializer("rotary.sin", sin)
+
+    def _attention(self, node: Node) -> None:
+        layer, rotary = node.attrs["layer"], node.attrs["rotary"]
+        inputs = [*node.inputs, f"past_key_{layer}", f"past_value_{layer}", "seqlens_k", "total_sequence_length"]
+        if rotary:
+            inputs += list(self._cos_sin())
+        self.w.node("GroupQueryAttention", inputs, [node.outputs[0], f"present_key_{layer}", f"present_value_{layer}"],
+                    domain=MS_DOMAIN, num_heads=self.cfg.num_heads, kv_num_heads=self.cfg.num_kv_heads,
+                    do_rotary=int(rotary), rotary_interleaved=0)
+
+    def _silu_mul(self, node: Node) -> None:
+        gate, up = node.inputs
+        silu = self.w.node("Mul", [gate, self.w.node("Sigmoid", [gate])[0]])[0]
+        self.w.node("Mul", [silu, up], node.outputs)
+
+    def _add(self, node: Node) -> None:
+        self.w.node("Add", node.inputs, node.outputs)
+
+    def _last_token(self, node: Node) -> None:
+        w = self.w
+        seq = w.node("Gather", [w.node("Shape", [node.inputs[0]])[0], w.constant(np.array(1))])[0]
+        last = w.node("Sub", [seq, w.constant(np.array(1))])[0]
+        w.node("Gather", [node.inputs[0], last], node.outputs, axis=1)
