@@ -23,7 +23,7 @@ class TensorStore(Protocol):
 class Checkpoint:
     name: str
     config: dict
-    tokenizer_files: dict[str, bytes]
+    tokenizer_files: dict[str, bytes] = field(repr=False)
     generation_config: dict
     source_files: list[Path]
     source_format: str

@@ -28,7 +28,8 @@ def snapshot_dir(model_id: str) -> Path:
     if snapshot is None:
         raise CheckpointError(
             f"model {model_id!r} is not in the local Hugging Face cache (searched {repo}); "
-            f"the Hub is not contacted: download it elsewhere (huggingface-cli download {model_id}) or pass a local path"
+            f"the Hub is not contacted: download it elsewhere (huggingface-cli download {model_id}) "
+            "or pass a local path"
         )
     return snapshot
 

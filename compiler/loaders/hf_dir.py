@@ -14,8 +14,9 @@ REQUIRED_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 def load_hf_dir(directory: Path, name: str | None = None) -> Checkpoint:
     """Load a HF directory; `name` defaults to the directory name (the HF cache passes the model id)."""
-    directory = Path(directory)
+    directory = Path(directory).absolute()
     config = _read_config(directory)
+    config.update(_top_level_rope_keys(config))
     files_by_name = _weight_files(directory)
     config["tie_word_embeddings"] = _is_tied(config, files_by_name, directory)
     if config["tie_word_embeddings"]:
@@ -38,6 +39,15 @@ def _read_config(directory: Path) -> dict:
     ggufs = sorted(p.name for p in directory.glob("*.gguf"))
     hint = f"; it holds GGUF files, pass one of them instead: {', '.join(ggufs)}" if ggufs else ""
     raise CheckpointError(f"{directory} is not a Hugging Face model directory: no config.json{hint}")
+
+
+def _top_level_rope_keys(config: dict) -> dict:
+    """transformers >= 5 writes rope_parameters; older configs, and the compiler, use rope_theta and rope_scaling."""
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" in config or "rope_theta" not in rope:
+        return {}
+    scaling = {key: value for key, value in rope.items() if key != "rope_theta"}
+    return {"rope_theta": rope["rope_theta"], "rope_scaling": None if scaling.get("rope_type") == "default" else scaling}
 
 
 def _weight_files(directory: Path) -> dict[str, Path]:
@@ -70,7 +80,7 @@ def _is_tied(config: dict, files_by_name: dict[str, Path], directory: Path) -> b
     has_head = "lm_head.weight" in files_by_name
     tied = config.get("tie_word_embeddings", not has_head)
     if not tied and not has_head:
-        raise CheckpointError(f"{directory}: config.json sets tie_word_embeddings false but the weights have no lm_head.weight")
+        raise CheckpointError(f"{directory}: config.json says tie_word_embeddings false but there is no lm_head.weight")
     return tied
 
 

@@ -1,0 +1,23 @@
+"""What the engine needs from a compiled model, whatever the backend: one forward over KV-cache slots."""
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class ModelExecutor(ABC):
+    """Owns the KV cache: `max_slots` rows of `max_seq_len` positions each.
+
+    `forward` runs B consecutive slots starting at `first_slot`; row b appends token_ids[b] (S tokens,
+    the same S for every row) after past_lengths[b] cached positions, and returns the logits of each
+    row's last token, [B, V].
+    """
+
+    max_slots: int
+    max_seq_len: int
+
+    @abstractmethod
+    def forward(self, first_slot: int, token_ids: np.ndarray, past_lengths: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def copy_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy the first `length` cached positions of slot `src` into slot `dst`."""

@@ -1,0 +1,60 @@
+"""Run an ONNX Runtime artifact: IO-bound KV buffers that GroupQueryAttention updates in place."""
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+from ..artifact import Artifact
+from .base import ModelExecutor
+
+logger = logging.getLogger("mistralrs.runtime")
+
+
+class OnnxRuntimeExecutor(ModelExecutor):
+    def __init__(self, artifact: Artifact, max_slots: int, max_seq_len: int, threads: int):
+        cfg = artifact.config
+        self.max_slots, self.max_seq_len = max_slots, max_seq_len
+        self.session = ort.InferenceSession(str(artifact.path(artifact.manifest["backend"]["graph_files"][0])),
+                                            _session_options(threads), providers=["CPUExecutionProvider"])
+        shape = (max_slots, cfg.num_kv_heads, max_seq_len, cfg.head_dim)
+        self.kv = {f"{kind}_{layer}": np.zeros(shape, np.float32)
+                   for layer in range(cfg.num_layers) for kind in ("key", "value")}
+        self._bound_kv: dict[tuple[int, int], ort.IOBinding] = {}
+        logger.info("onnxruntime session ready: %d threads, KV cache %d slots x %d tokens (%.0f MB reserved)",
+                    threads, max_slots, max_seq_len, sum(a.nbytes for a in self.kv.values()) / 1e6)
+
+    def forward(self, first_slot: int, token_ids: np.ndarray, past_lengths: np.ndarray) -> np.ndarray:
+        batch, seq = token_ids.shape
+        binding = self._binding(first_slot, batch)
+        seqlens = (past_lengths + seq - 1).astype(np.int32)
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(token_ids, dtype=np.int64))
+        binding.bind_cpu_input("seqlens_k", seqlens)
+        binding.bind_cpu_input("total_sequence_length", np.array(seqlens.max() + 1, np.int32))
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy()
+
+    def _binding(self, first_slot: int, batch: int) -> ort.IOBinding:
+        """The KV rows of a (first_slot, batch) window, bound as both past and present (shared buffer)."""
+        key = (first_slot, batch)
+        if key not in self._bound_kv:
+            binding = self.session.io_binding()
+            binding.bind_output("logits")  # first, so it is output 0
+            for name, buffer in self.kv.items():
+                value = ort.OrtValue.ortvalue_from_numpy(buffer[first_slot:first_slot + batch])
+                binding.bind_ortvalue_input("past_" + name, value)
+                binding.bind_ortvalue_output("present_" + name, value)
+            self._bound_kv[key] = binding
+        return self._bound_kv[key]
+
+    def copy_slot(self, src: int, dst: int, length: int) -> None:
+        for buffer in self.kv.values():
+            buffer[dst, :, :length] = buffer[src, :, :length]
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimized at compile time
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options

@@ -1,0 +1,125 @@
+"""Scheduler: admission, chunked prefill and continuous-batching decode over dense KV slots.
+
+Invariant: decoding sequences hold slots [0, D) and the one sequence being prefilled holds slot D,
+so every decode step is one forward over consecutive rows. When a sequence leaves, the scheduler
+returns the slot moves that restore the invariant; the engine applies them to the KV cache.
+"""
+from collections import deque
+from dataclasses import dataclass, field
+
+from .sequence import Sequence, SequenceStatus
+
+
+@dataclass(slots=True)
+class PrefillChunk:
+    seq: Sequence
+    start: int  # positions already cached
+    token_ids: list[int]
+
+    @property
+    def is_last(self) -> bool:
+        return self.start + len(self.token_ids) == self.seq.num_tokens
+
+
+@dataclass(slots=True)
+class StepPlan:
+    prefill: PrefillChunk | None = None
+    decode: list[Sequence] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.prefill is None and not self.decode
+
+
+@dataclass(slots=True)
+class SlotMove:
+    src: int
+    dst: int
+    length: int
+
+
+class Scheduler:
+    def __init__(self, max_slots: int, max_waiting: int, prefill_chunk: int):
+        self.max_slots, self.max_waiting, self.prefill_chunk = max_slots, max_waiting, prefill_chunk
+        self.waiting: deque[Sequence] = deque()
+        self.decoding: list[Sequence] = []
+        self.prefilling: Sequence | None = None
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.decoding) + (self.prefilling is not None)
+
+    def can_admit(self, count: int) -> bool:
+        return len(self.waiting) + count <= self.max_waiting
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.decoding or self.prefilling)
+
+    def schedule(self) -> StepPlan:
+        """One prefill chunk (if a prompt is pending) plus one decode step over every decoding sequence."""
+        if self.prefilling is None and self.waiting and len(self.decoding) < self.max_slots:
+            self._start_prefill(self.waiting.popleft())
+        plan = StepPlan(decode=list(self.decoding))
+        if self.prefilling is not None:
+            seq = self.prefilling
+            start = seq.num_cached_tokens
+            plan.prefill = PrefillChunk(seq, start, seq.token_ids[start:start + self.prefill_chunk])
+        return plan
+
+    def _start_prefill(self, seq: Sequence) -> None:
+        seq.status, seq.slot, seq.num_cached_tokens = SequenceStatus.PREFILLING, len(self.decoding), 0
+        self.prefilling = seq
+
+    def prefill_done(self, chunk: PrefillChunk) -> None:
+        seq = chunk.seq
+        seq.num_cached_tokens = chunk.start + len(chunk.token_ids)
+        if chunk.is_last:
+            seq.status = SequenceStatus.DECODING
+            self.decoding.append(seq)
+            self.prefilling = None
+
+    def finish(self, seq: Sequence, reason: str) -> list[SlotMove]:
+        """Retire `seq` wherever it is; return the KV slot moves that keep slots dense."""
+        seq.finish_reason, previous = reason, seq.status
+        seq.status = SequenceStatus.FINISHED
+        if previous is SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+            return []
+        if previous is SequenceStatus.PREFILLING:
+            self.prefilling = None
+            return []
+        return self._close_gap(seq)
+
+    def _close_gap(self, seq: Sequence) -> list[SlotMove]:
+        moves = []
+        hole = seq.slot
+        last = self.decoding.pop()
+        if last is not seq:
+            self.decoding[self.decoding.index(seq)] = last
+            moves.append(self._move(last, hole))
+        if self.prefilling is not None:
+            moves.append(self._move(self.prefilling, len(self.decoding)))
+        seq.slot = None
+        return moves
+
+    @staticmethod
+    def _move(seq: Sequence, dst: int) -> SlotMove:
+        move = SlotMove(seq.slot, dst, seq.num_cached_tokens)
+        seq.slot = dst
+        return move
+
+    def requeue_all(self) -> None:
+        """Send every running sequence back to prefill (its KV cache must be recomputed, e.g. after a model swap)."""
+        running = self.decoding + ([self.prefilling] if self.prefilling else [])
+        self.decoding, self.prefilling = [], None
+        for seq in reversed(running):
+            seq.status, seq.slot, seq.num_cached_tokens = SequenceStatus.WAITING, None, 0
+            self.waiting.appendleft(seq)
