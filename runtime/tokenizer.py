@@ -66,18 +66,22 @@ class Tokenizer:
         config, generation_config = config or {}, generation_config or {}
         self._backend = backend
         self.chat_template = chat_template
+        self.generation_config = generation_config
         self.bos_token_id = _bos_id(backend, config, generation_config)
         self.eos_token_ids = _eos_ids(backend, config, generation_config)
         self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
         self._backend_adds_bos = self._post_processor_adds_bos()
-        self.add_bos_token = bool(config.get("add_bos_token", self._backend_adds_bos)) and self.bos_token_id is not None
-        self._added_ids = set(backend.get_added_tokens_decoder())
-        self._special_ids = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
+        explicit_bos = config.get("add_bos_token", self._backend_adds_bos)
+        self.add_bos_token = bool(explicit_bos) and self.bos_token_id is not None
+        added = backend.get_added_tokens_decoder()
+        self._added_ids = set(added)
+        self.special_token_ids = {i for i, token in added.items() if token.special}
         self._vocab_kind = _vocab_kind(backend)
         self.byte_fallback_ids = self._find_byte_fallback_ids()
 
     @classmethod
-    def from_dir(cls, path: str | os.PathLike, generation_config: dict | str | os.PathLike | None = None) -> "Tokenizer":
+    def from_dir(cls, path: str | os.PathLike,
+                 generation_config: dict | str | os.PathLike | None = None) -> "Tokenizer":
         """Load tokenizer.json + tokenizer_config.json (+ chat_template.jinja, generation_config.json) from `path`."""
         path = Path(path)
         config = _read_json(path / "tokenizer_config.json")
@@ -87,10 +91,6 @@ class Tokenizer:
             generation_config = _read_json(Path(generation_config))
         backend = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         return cls(backend, config, generation_config, ChatTemplate.from_config(config, path))
-
-    @property
-    def special_token_ids(self) -> set[int]:
-        return self._special_ids
 
     def _find_byte_fallback_ids(self) -> frozenset[int]:
         """Ids of SentencePiece's <0xNN> tokens, which the decoder joins into one byte run."""

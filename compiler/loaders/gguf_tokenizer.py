@@ -13,7 +13,7 @@ def gguf_tokenizer_files(path: Path, metadata: dict) -> dict[str, bytes]:
 
 
 def _hf_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy; only GGUF compiles need it
 
     try:
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

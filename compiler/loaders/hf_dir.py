@@ -47,7 +47,8 @@ def _top_level_rope_keys(config: dict) -> dict:
     if "rope_theta" in config or "rope_theta" not in rope:
         return {}
     scaling = {key: value for key, value in rope.items() if key != "rope_theta"}
-    return {"rope_theta": rope["rope_theta"], "rope_scaling": None if scaling.get("rope_type") == "default" else scaling}
+    is_default = scaling.get("rope_type") == "default"
+    return {"rope_theta": rope["rope_theta"], "rope_scaling": None if is_default else scaling}
 
 
 def _weight_files(directory: Path) -> dict[str, Path]:
