@@ -12,14 +12,15 @@ class IsqScheme:
     symmetric: bool
     float_zero_point: bool = False
     refine: bool = False  # least-squares search of scale/zero point per block (K-quant style)
+    embedding_scheme: str | None = None  # token embedding / tied LM head kept at this scheme (like llama.cpp's Q4_K_M)
 
 
 SCHEMES = {
     s.name: s
     for s in (
-        IsqScheme("Q4_0", bits=4, block_size=32, symmetric=True),
-        IsqScheme("Q4_1", bits=4, block_size=32, symmetric=False, float_zero_point=True),
-        IsqScheme("Q4K", bits=4, block_size=32, symmetric=False, refine=True),
+        IsqScheme("Q4_0", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=True),
+        IsqScheme("Q4_1", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=False, float_zero_point=True),
+        IsqScheme("Q4K", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=False, refine=True),
         IsqScheme("Q8_0", bits=8, block_size=32, symmetric=True),
         IsqScheme("Q8_1", bits=8, block_size=32, symmetric=False),
     )

@@ -1,9 +1,13 @@
-"""QuantizeWeights (ISQ): every linear and embedding weight -> block-quantized codes."""
+"""QuantizeWeights (ISQ): every linear and embedding weight -> block-quantized codes.
+
+The token embedding (and so a tied LM head) takes the scheme's `embedding_scheme` when it has one:
+it is the most quantization-sensitive tensor of small models.
+"""
 from collections.abc import Callable
 
 from ...ops.quantize import quantize
 from ..ir import Graph
-from ..isq import IsqScheme
+from ..isq import SCHEMES, IsqScheme
 
 
 def quantizable_weights(graph: Graph) -> list[str]:
@@ -13,10 +17,12 @@ def quantizable_weights(graph: Graph) -> list[str]:
 
 def run(graph: Graph, scheme: IsqScheme, on_weight: Callable[[str], None] | None = None) -> int:
     names = quantizable_weights(graph)
+    embedding = {n.attrs["weight"] for n in graph.nodes if n.op == "embed"}
     for name in names:
+        chosen = SCHEMES[scheme.embedding_scheme] if name in embedding and scheme.embedding_scheme else scheme
         graph.weights[name] = quantize(
-            graph.weights[name], scheme.bits, scheme.block_size, scheme.symmetric,
-            float_zero_point=scheme.float_zero_point, refine=scheme.refine,
+            graph.weights[name], chosen.bits, chosen.block_size, chosen.symmetric,
+            float_zero_point=chosen.float_zero_point, refine=chosen.refine,
         )
         if on_weight:
             on_weight(name)

