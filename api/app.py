@@ -2,6 +2,8 @@
 import falcon
 import falcon.media
 
+from mistralrs.runtime.requantize import Requantizer
+
 from .chat import ChatCompletions
 from .completions import Completions
 from .encoding import dumps
@@ -10,6 +12,7 @@ from .metrics import Metrics
 from .middleware import ApiKeyCheck, RequestContext
 from .models import Health, Models
 from .openapi import Docs, OpenAPISpec
+from .re_isq import ReIsq
 
 
 def create_app(engine, api_key: str | None = None) -> falcon.App:
@@ -26,7 +29,8 @@ def create_app(engine, api_key: str | None = None) -> falcon.App:
 
 def _add_routes(app: falcon.App, engine) -> None:
     health = Health()
-    models = Models(engine)
+    requantizer = Requantizer(engine)
+    models = Models(engine, requantizer)
     app.add_route("/", health)
     app.add_route("/health", health)
     app.add_route("/v1/models", models)
@@ -34,5 +38,8 @@ def _add_routes(app: falcon.App, engine) -> None:
     app.add_route("/v1/chat/completions", ChatCompletions(engine))
     app.add_route("/v1/completions", Completions(engine))
     app.add_route("/metrics", Metrics(engine))
+    re_isq = ReIsq(requantizer)
+    app.add_route("/re_isq", re_isq)
+    app.add_route("/re_isq/{job_id}", re_isq, suffix="job")
     app.add_route("/docs", Docs())
     app.add_route("/api-doc/openapi.json", OpenAPISpec())

@@ -16,16 +16,22 @@ class Health:
 
 
 class Models:
-    """The "default" pseudo-model first, then the loaded model with its build details."""
+    """The "default" pseudo-model first, then the loaded model with its build details (current ISQ level,
+    and the running re_isq job, if any)."""
 
-    def __init__(self, engine):
-        created = int(time.time())
-        info = engine.info
-        self.cards = [
-            {"id": DEFAULT_MODEL, "object": "model", "created": created, "owned_by": OWNER, "root": DEFAULT_MODEL},
-            {"id": engine.model_name, "object": "model", "created": created, "owned_by": OWNER,
+    def __init__(self, engine, requantizer=None):
+        self.engine, self.requantizer = engine, requantizer
+        self.created = int(time.time())
+
+    @property
+    def cards(self) -> list[dict]:
+        engine, info = self.engine, self.engine.info
+        active = self.requantizer.active if self.requantizer else None
+        return [
+            {"id": DEFAULT_MODEL, "object": "model", "created": self.created, "owned_by": OWNER, "root": DEFAULT_MODEL},
+            {"id": engine.model_name, "object": "model", "created": self.created, "owned_by": OWNER,
              "root": engine.model_name, "status": "loaded", "isq": info.get("isq"), "backend": info.get("backend"),
-             "target": info.get("target")},
+             "target": info.get("target"), "re_isq": active.to_dict() if active else None},
         ]
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

@@ -41,6 +41,7 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a fusion pass (repeatable)")
     p.add_argument("--no-spot-check", action="store_true", help="skip the final parity spot check")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--progress-jsonl", action="store_true", help="print each compile event as a JSON line on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     p.set_defaults(run=_compile)
 
@@ -67,6 +68,8 @@ def _compile(args) -> int:
     from .compiler.compile import CompileOptions, compile_checkpoint
     from .compiler.spot_check import spot_check
 
+    if args.progress_jsonl:
+        _log_events_as_jsonl("mistralrs.compiler")
     options = CompileOptions(model=args.model, output=args.output, isq=args.isq, backend=args.backend,
                              target=args.target, keep_source=not args.no_keep_source,
                              disabled_passes=frozenset(args.disable_pass), progress=not args.quiet)
@@ -76,6 +79,17 @@ def _compile(args) -> int:
         summary["spot_check"] = spot_check(args.model, args.output)
     print(json.dumps(summary, indent=2) if args.json else _summary_text(summary))
     return 0
+
+
+def _log_events_as_jsonl(logger_name: str) -> None:
+    class JsonLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(json.dumps({"event": record.getMessage()}), flush=True)
+
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(JsonLines())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _summary(manifest: dict) -> dict:

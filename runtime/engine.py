@@ -54,7 +54,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.tokenizer = Tokenizer.from_dir(artifact.tokenizer_dir, generation_config=artifact.generation_config)
         self.max_context = min(artifact.max_context, self.config.max_seq_len or 4096)
-        self._load(artifact, create_executor(artifact, self.config.max_batch, self.max_context, self.config.threads))
+        self._load(artifact, self.build_executor(artifact))
         self.scheduler = Scheduler(self.config.max_batch, self.config.max_waiting, self.config.prefill_chunk)
         self.counters: Counter = Counter()
         self._requests: dict[str, _Request] = {}
@@ -66,6 +66,9 @@ class Engine:
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="mistralrs-engine", daemon=True)
         self._thread.start()
+
+    def build_executor(self, artifact: Artifact) -> ModelExecutor:
+        return create_executor(artifact, self.config.max_batch, self.max_context, self.config.threads)
 
     def _load(self, artifact: Artifact, executor: ModelExecutor) -> None:
         self.artifact, self.executor = artifact, executor
