@@ -2,7 +2,7 @@
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -32,6 +32,7 @@ class CompileOptions:
     target: str = "cpu"
     keep_source: bool = True
     disabled_passes: frozenset[str] = frozenset()
+    backend_options: dict = field(default_factory=dict)
     progress: bool = True
 
 
@@ -39,7 +40,7 @@ def compile_checkpoint(options: CompileOptions) -> dict:
     """Compile and return the manifest written into `options.output`."""
     start = time.perf_counter()
     scheme = parse_isq(options.isq)
-    backend = get_backend(options.backend)
+    backend = get_backend(options.backend, **options.backend_options)
     target = TargetHardware.parse(options.target)
     backend.check_target(target)
     checkpoint = load_checkpoint(options.model)
@@ -105,7 +106,8 @@ def _manifest(checkpoint, cfg, scheme, records, backend, target, out, files, kep
         },
         "isq": _scheme_dict(scheme),
         "passes": [{"name": r.name, "rewrites": r.rewrites, "seconds": round(r.seconds, 3)} for r in records],
-        "backend": {"name": backend.name, "version": backend.version(), "graph_files": graph_files},
+        "backend": {"name": backend.name, "version": backend.version(), "options": backend.options(),
+                    "graph_files": graph_files},
         "target": target.to_dict(),
         "files": sums,
         "servable_bytes": sum((out / f).stat().st_size for f in files),

@@ -37,6 +37,8 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--isq", default=None, help="ISQ type (Q4K, Q4_0, Q4_1, Q8_0, Q8_1, 4, 8); default: no quantization")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--target", default="cpu", help="cpu, cpu:<arch>[+isa...], cuda:sm_NN")
+    p.add_argument("--matmul-accuracy", choices=["fp32", "int8"], default="fp32",
+                   help="onnxruntime: quantized matmuls compute in fp32, or with int8 activations (faster, VNNI)")
     p.add_argument("--no-keep-source", action="store_true", help="do not keep the source weights (disables /re_isq)")
     p.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a fusion pass (repeatable)")
     p.add_argument("--no-spot-check", action="store_true", help="skip the final parity spot check")
@@ -72,7 +74,8 @@ def _compile(args) -> int:
         _log_events_as_jsonl("mistralrs.compiler")
     options = CompileOptions(model=args.model, output=args.output, isq=args.isq, backend=args.backend,
                              target=args.target, keep_source=not args.no_keep_source,
-                             disabled_passes=frozenset(args.disable_pass), progress=not args.quiet)
+                             disabled_passes=frozenset(args.disable_pass), progress=not args.quiet,
+                             backend_options={"matmul_accuracy": args.matmul_accuracy})
     manifest = compile_checkpoint(options)
     summary = _summary(manifest)
     if not args.no_spot_check:

@@ -104,6 +104,8 @@ class Requantizer:
                    "--isq", job.ggml_type, "--backend", artifact.backend,
                    "--target", f"{target['device']}:{'+'.join([target['arch'], *target['requires']])}",
                    "--no-spot-check", "--progress-jsonl", "-q"]
+        for key, value in artifact.manifest["backend"].get("options", {}).items():
+            command += [f"--{key.replace('_', '-')}", str(value)]
         env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         logger.info("re_isq %s: %s", job.id, " ".join(command))
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

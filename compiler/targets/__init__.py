@@ -10,11 +10,11 @@ def available_backends() -> list[str]:
     return ["onnxruntime"]
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, **options) -> Backend:
     key = name.strip().lower()
     if key == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend()
+        return OnnxRuntimeBackend(**options)
     reason = NOT_INSTALLABLE.get(key, f"unknown backend {name!r}")
     raise UnsupportedTarget(f"{reason}; available backends: {', '.join(available_backends())}")

@@ -16,6 +16,10 @@ class Backend(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
+    def options(self) -> dict:
+        """Backend-specific compile options, recorded in the manifest."""
+        return {}
+
     @abstractmethod
     def check_target(self, target: TargetHardware) -> None:
         """Raise UnsupportedTarget if this backend cannot compile for `target`."""

@@ -11,8 +11,9 @@ from .onnx_writer import MS_DOMAIN, OnnxWriter
 
 
 class OnnxLowering:
-    def __init__(self, graph: Graph, writer: OnnxWriter):
+    def __init__(self, graph: Graph, writer: OnnxWriter, accuracy_level: int = 0):
         self.graph, self.cfg, self.w = graph, graph.config, writer
+        self.accuracy_level = accuracy_level
         self.rank: dict[str, int] = {}
 
     def run(self, path: Path) -> None:
@@ -131,7 +132,8 @@ class OnnxLowering:
         packed, scales, zero_points = self._quantized_initializers(name, qt)
         n, k = qt.shape
         inputs = [x, packed, scales] + ([zero_points] if zero_points else [])
-        self.w.node("MatMulNBits", inputs, [out], domain=MS_DOMAIN, K=k, N=n, bits=qt.bits, block_size=qt.block_size)
+        self.w.node("MatMulNBits", inputs, [out], domain=MS_DOMAIN, K=k, N=n, bits=qt.bits, block_size=qt.block_size,
+                    accuracy_level=self.accuracy_level)
 
     def _quantized_initializers(self, name: str, qt: QuantizedTensor) -> tuple[str, str, str | None]:
         packed = self.w.initializer(name + ".packed", qt.packed)
