@@ -163,7 +163,7 @@ class Engine:
 
     def _swap(self, payload, done: threading.Event | None) -> None:
         artifact, executor = payload
-        self.scheduler.requeue_all()
+        self.counters["recomputed_sequences"] += self.scheduler.requeue_all()
         self._load(artifact, executor)
         self.counters["model_swaps"] += 1
         logger.info("now serving %s (isq %s)", artifact.root, artifact.isq)

@@ -116,10 +116,11 @@ class Scheduler:
         seq.slot = dst
         return move
 
-    def requeue_all(self) -> None:
+    def requeue_all(self) -> int:
         """Send every running sequence back to prefill (its KV cache must be recomputed, e.g. after a model swap)."""
         running = self.decoding + ([self.prefilling] if self.prefilling else [])
         self.decoding, self.prefilling = [], None
         for seq in reversed(running):
             seq.status, seq.slot, seq.num_cached_tokens = SequenceStatus.WAITING, None, 0
             self.waiting.appendleft(seq)
+        return len(running)

@@ -38,7 +38,7 @@ def test_stream_reassembles_to_the_greedy_text(client, greedy_story):
 
 def test_n_returns_two_choices(client):
     response = chat(client, [{"role": "user", "content": "Name a color."}], n=2, temperature=0.8, seed=7,
-                    max_tokens=8)
+                    max_tokens=6)
     assert [c.index for c in response.choices] == [0, 1]
     assert all(c.message.content for c in response.choices)
     assert response.usage.completion_tokens >= 2
@@ -62,11 +62,11 @@ def test_seed_makes_sampling_reproducible(client):
     messages = [{"role": "user", "content": "Tell me something surprising about octopuses."}]
 
     def sample(seed):
-        return chat(client, messages, temperature=0.8, seed=seed, max_tokens=12).choices[0].message.content
+        return chat(client, messages, temperature=0.8, seed=seed, max_tokens=8).choices[0].message.content
 
     first = sample(1234)
     assert sample(1234) == first
-    assert any(sample(seed) != first for seed in (1, 2))
+    assert any(sample(seed) != first for seed in (1, 2, 3))  # lazily: usually the first other seed differs
 
 
 def test_logprobs_have_openai_shape(client):

@@ -1,0 +1,122 @@
+"""The real model: SmolLM2-135M-Instruct compiled at fp32 and every ISQ level (session fixture smollm2_artifact)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import greedy_run
+
+from mistralrs.runtime.artifact import open_artifact
+from mistralrs.runtime.executors import create_executor
+from mistralrs.runtime.tokenizer import Tokenizer
+
+PROMPT = "The capital of France is"
+ISQ_LEVELS = [None, "Q8_0", "Q4_1", "Q4K"]
+AGREEMENT_PROMPTS = [
+    "The capital of France is",
+    "Water boils at a temperature of",
+    "The three primary colors are",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+    "The largest planet in the solar system is",
+    "To make a cup of tea, first",
+    "Photosynthesis is the process by which",
+]
+AGREEMENT_STEPS = 64
+AGREEMENT_REPORT = Path(__file__).resolve().parents[2] / "bench" / "results" / "isq_agreement.md"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_artifact) -> Tokenizer:
+    return Tokenizer.from_dir(open_artifact(smollm2_artifact(None)).tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer) -> list[list[int]]:
+    return [tokenizer.encode(text, add_special_tokens=False) for text in AGREEMENT_PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def executors(smollm2_artifact, prompts) -> dict:
+    """One executor per ISQ level, with a slot per agreement prompt (decode runs them as one batch)."""
+    max_seq_len = max(map(len, prompts)) + AGREEMENT_STEPS
+    return {isq: create_executor(open_artifact(smollm2_artifact(isq)), len(prompts), max_seq_len, threads=2)
+            for isq in ISQ_LEVELS}
+
+
+@pytest.fixture(scope="module")
+def transformers_model(smollm2_transformers):
+    """transformers' LlamaForCausalLM on the GGUF's dequantized weights."""
+    from transformers import AutoModelForCausalLM
+
+    config, tensors = smollm2_transformers
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    assert (missing, unexpected) == (["lm_head.weight"], [])  # tied to the embedding
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    return model
+
+
+def test_fp32_greedy_answers_paris(executors, tokenizer):
+    tokens, _ = greedy_run(executors[None], tokenizer.encode(PROMPT, add_special_tokens=False), steps=3)
+    assert tokenizer.decode(tokens).startswith(" Paris.")
+
+
+def test_fp32_top5_matches_transformers(executors, tokenizer, transformers_model):
+    prompt = tokenizer.encode(PROMPT, add_special_tokens=False)
+    tokens, logits = greedy_run(executors[None], prompt, steps=3)
+    with torch.no_grad():
+        reference = transformers_model(torch.tensor([prompt + tokens[:-1]])).logits[0, len(prompt) - 1:].numpy()
+    for step, (ours, theirs) in enumerate(zip(logits, reference)):
+        top = np.argsort(-theirs)[:5]
+        assert np.argsort(-ours)[:5].tolist() == top.tolist(), step
+        assert np.abs(ours[top] - theirs[top]).max() < 1e-3, step
+
+
+@pytest.mark.parametrize("isq", ISQ_LEVELS, ids=lambda isq: isq or "F32")
+def test_every_isq_level_answers_paris(executors, tokenizer, isq):
+    tokens, _ = greedy_run(executors[isq], tokenizer.encode(PROMPT, add_special_tokens=False), steps=1)
+    assert tokenizer.decode(tokens).startswith(" Paris")
+
+
+# --- top-1 agreement of each ISQ level with fp32, teacher forced on fp32's greedy continuations ----------------
+
+def batched_argmax(executor, prompts: list[list[int]], steps: int, forced: np.ndarray | None = None) -> np.ndarray:
+    """Argmax ids [P, steps] after each prompt (prefilled one per slot) and after each of the next steps - 1
+    tokens, decoded as one batch; the tokens fed are the argmax itself (greedy) or `forced` (teacher forcing)."""
+    argmax = np.empty((len(prompts), steps), np.int64)
+    argmax[:, 0] = [executor.forward(slot, np.array([p]), np.array([0]))[0].argmax() for slot, p in enumerate(prompts)]
+    past = np.array([len(p) for p in prompts])
+    for step in range(1, steps):
+        fed = (argmax if forced is None else forced)[:, step - 1]
+        argmax[:, step] = executor.forward(0, fed[:, None], past + step - 1).argmax(-1)
+    return argmax
+
+
+@pytest.fixture(scope="module")
+def agreement(executors, prompts) -> dict[str, float]:
+    fp32 = batched_argmax(executors[None], prompts, AGREEMENT_STEPS)
+    rates = {isq: float((batched_argmax(executors[isq], prompts, AGREEMENT_STEPS, fp32) == fp32).mean())
+             for isq in ISQ_LEVELS if isq}
+    report = agreement_table(rates, len(prompts))
+    print("\n" + report)
+    AGREEMENT_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    AGREEMENT_REPORT.write_text(report)
+    return rates
+
+
+def agreement_table(rates: dict[str, float], num_prompts: int) -> str:
+    header = (f"# ISQ top-1 agreement with fp32 (SmolLM2-135M-Instruct)\n\n"
+              f"Teacher forced on the fp32 artifact's greedy continuation: {num_prompts} prompts x "
+              f"{AGREEMENT_STEPS} steps = {num_prompts * AGREEMENT_STEPS} positions per level.\n\n"
+              "| ISQ | top-1 agreement |\n|---|---|\n")
+    return header + "".join(f"| {isq} | {rate:.4f} |\n" for isq, rate in rates.items())
+
+
+def test_q8_0_agrees_with_fp32(agreement):
+    assert agreement["Q8_0"] >= 0.98
+
+
+@pytest.mark.parametrize("isq", ["Q4_1", "Q4K"])
+def test_4bit_agrees_with_fp32(agreement, isq):
+    assert agreement[isq] >= 0.90
