@@ -60,11 +60,16 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
 # -- setup -----------------------------------------------------------------------------------------------------
 def ensure_artifact(gguf: Path, isq: str, models: Path) -> Path:
     out = models / f"ours-{isq}"
     if not (out / "manifest.json").is_file():
-        command = [sys.executable, "-m", "mistralrs.cli", "compile", "-m", str(gguf), "-o", str(out), "-q", "--no-spot-check"]
+        command = [sys.executable, "-m", "mistralrs.cli", "compile", "-m", str(gguf), "-o", str(out), "-q",
+                   "--no-spot-check"]
         subprocess.run(command + ([] if isq == "F32" else ["--isq", isq]), check=True)
     return out
 
@@ -78,9 +83,12 @@ def peer_specs(args: argparse.Namespace, gguf: Path, artifacts: dict[str, Path])
         PeerSpec("llama.cpp Q4_1", bench, "run_llama_cpp.py", ["--model", str(gguf), "--threads", threads], "int4"),
         PeerSpec("ort-genai int4 k_quant", bench, "run_ort_genai.py",
                  ["--model", str(models / "ort-int4-kquant"), "--threads", threads], "int4"),
-        PeerSpec("ort-genai fp32", bench, "run_ort_genai.py", ["--model", str(models / "ort-fp32"), "--threads", threads],
-                 "fp32"),
+        PeerSpec("ort-genai fp32", bench, "run_ort_genai.py",
+                 ["--model", str(models / "ort-fp32"), "--threads", threads], "fp32"),
         PeerSpec("mistral.rs Q4_1", bench, "run_mistralrs.py", ["--model", str(gguf)], "int4"),
+        # Not the workload's 2 threads: shown because 2 rayon threads ran ~5x slower than 1 on this busy machine.
+        PeerSpec("mistral.rs Q4_1, 1 thread", bench, "run_mistralrs.py", ["--model", str(gguf)], "int4",
+                 env={"RAYON_NUM_THREADS": "1"}, measure_quality=False),
         PeerSpec("transformers fp32", bench, "run_transformers.py",
                  ["--model", str(models / "smollm2-hf"), "--threads", threads], "fp32"),
     ]
@@ -108,15 +116,21 @@ def machine_info() -> dict:
     meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
     return {"cpu_model": first.get("model name"), "cpu_flags": first.get("flags", "").split(),
             "logical_cpus": os.cpu_count(), "mem_total_gb": round(int(meminfo[1]) / 2**20, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
+            "kernel": platform.release(), "python": platform.python_version(), "git": git_state(),
             "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}}
+
+
+def git_state() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=BENCH, capture_output=True, text=True).stdout.strip()
+    return {"head": git("rev-parse", "HEAD"), "dirty_files": git("status", "--porcelain").splitlines()}
 
 
 # -- measuring -------------------------------------------------------------------------------------------------
 def start_peers(specs: list[PeerSpec], threads: int, log_dir: Path, failures: dict) -> list[Peer]:
     peers = []
     for spec in specs:
-        print(f"starting {spec.name} ...", file=sys.stderr, flush=True)
+        log(f"starting {spec.name}")
         try:
             peers.append(Peer(spec, threads, log_dir))
         except (PeerError, OSError) as e:
@@ -138,7 +152,7 @@ def alternate(peers: list[Peer], op: str, payload: dict, rounds: int, warmup: in
                 continue
             if round_index >= warmup:
                 samples[peer.spec.name].append(result)
-        print(f"{op}: round {round_index + 1}/{rounds} done", file=sys.stderr, flush=True)
+        log(f"{op}: round {round_index + 1}/{rounds} done")
     return samples
 
 
@@ -147,9 +161,9 @@ def quality(peers: list[Peer], reference: Peer, prompts: list[list[int]], eos_id
     refs = reference.request("greedy", prompts=prompts, steps=QUALITY_STEPS)["tokens"]
     out = {}
     for peer in peers:
-        if peer.spec.name in failures:
+        if peer.spec.name in failures or not peer.spec.measure_quality:
             continue
-        print(f"quality: {peer.spec.name}", file=sys.stderr, flush=True)
+        log(f"quality: {peer.spec.name}")
         try:
             reply = peer.request("top1", timeout_s=3600, prompts=prompts, continuations=refs)
         except PeerError as e:
@@ -184,7 +198,7 @@ def run_w3(args: argparse.Namespace, gguf: Path, q4k: Path, eos_ids: set[int], l
                 result = concurrent_chat(server, body, W3_CONCURRENCY)
                 if round_index >= args.warmup:
                     samples[server.spec.name].append(result)
-            print(f"w3: round {round_index + 1} done", file=sys.stderr, flush=True)
+            log(f"w3: round {round_index + 1} done")
     finally:
         for server in servers:
             server.close()
@@ -253,7 +267,7 @@ def main() -> None:
     inputs = workload_inputs(tokenizer)
     specs = peer_specs(args, gguf, artifacts)
     failures: dict[str, str] = {}
-    load_before = os.getloadavg()
+    load_before, machine = os.getloadavg(), machine_info()
     peers = start_peers(specs, args.threads, log_dir, failures)
     rounds = args.warmup + args.repeats
     try:
@@ -268,7 +282,7 @@ def main() -> None:
     w3 = {} if args.skip_w3 else run_w3(args, gguf, artifacts["Q4K"], tokenizer.eos_token_ids, log_dir, failures)
     rows = summarize(specs, w1, w2, w3, agreement)
     table = markdown(rows)
-    result = {"bench": "cpu-peers", "model": gguf.name, "unix_time": int(time.time()), "machine": machine_info(),
+    result = {"bench": "cpu-peers", "model": gguf.name, "unix_time": int(time.time()), "machine": machine,
               "load_average_before": load_before, "load_average_after": os.getloadavg(), "threads": args.threads,
               "warmup": args.warmup, "repeats": args.repeats, "rows": rows, "failures": failures,
               "peers": {p.spec.name: p.info for p in peers},

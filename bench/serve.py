@@ -146,7 +146,8 @@ def w2(http, base_url, args) -> dict:
     prompt = prompt_of(http, base_url, args.prompt_tokens)
     runs = repeat(lambda: complete_once(http, base_url, prompt), args.warmup, args.repeats)
     return {"prompt_tokens": runs[0][0], "time_s": _median(s for _, s in runs),
-            "prefill_tok_s": _median(n / s for n, s in runs), "runs": [{"prompt_tokens": n, "time_s": s} for n, s in runs]}
+            "prefill_tok_s": _median(n / s for n, s in runs),
+            "runs": [{"prompt_tokens": n, "time_s": s} for n, s in runs]}
 
 
 def concurrent_streams(base_url: str, args) -> dict:
@@ -161,7 +162,8 @@ def concurrent_streams(base_url: str, args) -> dict:
     with ThreadPoolExecutor(args.concurrency) as pool:
         runs = list(pool.map(one, range(args.concurrency)))
     wall = time.perf_counter() - began
-    return {"wall_s": wall, "tokens": sum(r.tokens for r in runs), "aggregate_tok_s": sum(r.tokens for r in runs) / wall,
+    tokens = sum(r.tokens for r in runs)
+    return {"wall_s": wall, "tokens": tokens, "aggregate_tok_s": tokens / wall,
             "p50_latency_s": statistics.median(r.latency_s for r in runs),
             "p50_ttft_s": statistics.median(r.ttft_s for r in runs)}
 
@@ -201,11 +203,20 @@ def engine_stats(base_url: str) -> dict:
     return {name.removeprefix("mistralrs_"): float(value) for name, value in pairs}
 
 
+def artifact_backend(artifact: str | None) -> dict | None:
+    """The backend block of the artifact's manifest (e.g. matmul_accuracy), when we know the artifact."""
+    if artifact is None:
+        return None
+    backend = json.loads((Path(artifact) / "manifest.json").read_text())["backend"]
+    return {key: value for key, value in backend.items() if key != "graph_files"}
+
+
 def run_workloads(base_url: str, args) -> dict:
     with httpx.Client(timeout=None) as http:
-        model = http.get(f"{base_url}/v1/models").json()["data"][1]["id"]
-        return {"model": model, "W1": w1(http, base_url, args), "W2": w2(http, base_url, args),
-                "W3": w3(base_url, args), "engine": engine_stats(base_url)}
+        card = http.get(f"{base_url}/v1/models").json()["data"][1]
+        model = {key: card.get(key) for key in ("id", "isq", "backend", "target")}
+        return {"model": model, "artifact_backend": artifact_backend(args.artifact), "W1": w1(http, base_url, args),
+                "W2": w2(http, base_url, args), "W3": w3(base_url, args), "engine": engine_stats(base_url)}
 
 
 def write_result(result: dict) -> Path:

@@ -20,7 +20,8 @@ SCHEMES = {
     for s in (
         IsqScheme("Q4_0", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=True),
         IsqScheme("Q4_1", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=False, float_zero_point=True),
-        IsqScheme("Q4K", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=False, refine=True),
+        IsqScheme("Q4K", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=False, float_zero_point=True,
+                  refine=True),
         IsqScheme("Q8_0", bits=8, block_size=32, symmetric=True),
         IsqScheme("Q8_1", bits=8, block_size=32, symmetric=False),
     )

@@ -37,7 +37,7 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--isq", default=None, help="ISQ type (Q4K, Q4_0, Q4_1, Q8_0, Q8_1, 4, 8); default: no quantization")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--target", default="cpu", help="cpu, cpu:<arch>[+isa...], cuda:sm_NN")
-    p.add_argument("--matmul-accuracy", choices=["fp32", "int8"], default="fp32",
+    p.add_argument("--matmul-accuracy", choices=["fp32", "int8"], default="int8",
                    help="onnxruntime: quantized matmuls compute in fp32, or with int8 activations (faster, VNNI)")
     p.add_argument("--no-keep-source", action="store_true", help="do not keep the source weights (disables /re_isq)")
     p.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a fusion pass (repeatable)")

@@ -75,7 +75,8 @@ def _symmetric(blocks: np.ndarray, bits: int):
 def _asymmetric(blocks: np.ndarray, bits: int, float_zero_point: bool):
     top = 2**bits - 1
     low, high = blocks.min(axis=-1), blocks.max(axis=-1)
-    low, high = np.minimum(low, 0.0) if not float_zero_point else low, np.maximum(high, 0.0) if not float_zero_point else high
+    if not float_zero_point:  # an integer zero point must be a code, so the range must include 0
+        low, high = np.minimum(low, 0.0), np.maximum(high, 0.0)
     scales = (high - low) / top
     inverse = np.divide(1.0, scales, out=np.zeros_like(scales), where=scales != 0)
     zero = -low * inverse
@@ -95,9 +96,11 @@ def _refine(blocks, codes, scales, zero_points, bits, iterations: int = 2):
         q = best[0].astype(np.float32)
         scale, offset = _least_squares(q, blocks)
         inverse = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
-        zero = np.clip(np.rint(-offset * inverse), 0, top)
+        zero = -offset * inverse
+        if zero_points.dtype == np.uint8:
+            zero = np.clip(np.rint(zero), 0, top)
         new_codes = np.clip(np.rint(blocks * inverse[..., None] + zero[..., None]), 0, top).astype(np.uint8)
-        candidate = (new_codes, scale.astype(np.float32), zero.astype(np.uint8))
+        candidate = (new_codes, scale.astype(np.float32), zero.astype(zero_points.dtype))
         err = _block_error(blocks, *candidate)
         better = err < best_err
         best = tuple(np.where(better[..., None], c, b) if c.ndim == 3 else np.where(better, c, b)

@@ -25,14 +25,16 @@ class PeerSpec:
     python: str
     script: str
     args: list[str]
-    weights: str  # "fp32" | "int8" | "int4": quality is reported for int4/int8
-    env: dict[str, str] = field(default_factory=dict)
+    weights: str  # "fp32" | "int8" | "int4"
+    env: dict[str, str] = field(default_factory=dict)  # on top of runner_env
+    measure_quality: bool = True
 
 
 def runner_env(threads: int, extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}, **extra)
+                "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra)
     return env
 
 

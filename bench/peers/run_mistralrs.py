@@ -3,7 +3,8 @@
 python bench/peers/run_mistralrs.py --model GGUF   (threads: RAYON_NUM_THREADS, set by bench/cpu.py)
 
 The SDK takes text, not token ids: W1 goes through its chat API (its own copy of the GGUF's chat template),
-W2 and top1 through raw completions of the prompt's text. Prefix caching is off so that repeats re-prefill.
+W2 and top1 through raw completions of the prompt's text. Prefix caching is off for W1/W2 so that repeats
+re-prefill; top1 (one 1-token completion per step) loads a second instance with it on, or it would take hours.
 """
 import argparse
 import os
@@ -19,8 +20,9 @@ from mistralrs import ChatCompletionRequest, CompletionRequest, Runner, Which  #
 
 class MistralRsRunner:
     def __init__(self, gguf: str):
-        which = Which.GGUF(quantized_model_id=os.path.dirname(gguf), quantized_filename=os.path.basename(gguf))
-        self.runner = Runner(which=which, token_source="none", prefix_cache_n=0, max_seqs=16)
+        self.which = Which.GGUF(quantized_model_id=os.path.dirname(gguf), quantized_filename=os.path.basename(gguf))
+        self.runner = Runner(which=self.which, token_source="none", prefix_cache_n=0, max_seqs=16)
+        self._cached_runner = None
 
     def _encode(self, text: str) -> list[int]:
         return self.runner.tokenize_text(text, False, None)
@@ -43,9 +45,9 @@ class MistralRsRunner:
         return timer.result(prompt_tokens=usage.prompt_tokens if usage else None,
                             first_tokens=self._encode(text)[:16])
 
-    def _complete(self, text: str, max_new: int):
-        return self.runner.send_completion_request(CompletionRequest(model="default", prompt=text, max_tokens=max_new,
-                                                                     temperature=0.0))
+    def _complete(self, text: str, max_new: int, runner: Runner | None = None):
+        request = CompletionRequest(model="default", prompt=text, max_tokens=max_new, temperature=0.0)
+        return (runner or self.runner).send_completion_request(request)
 
     def w2(self, prompt_ids: list[int], **_) -> dict:
         text = self._text(prompt_ids)
@@ -57,7 +59,9 @@ class MistralRsRunner:
 
     def _next_token(self, ids: list[int]) -> int | None:
         """Greedy next token after `ids`; None when it is an end-of-sequence token (no text comes back)."""
-        choice = self._complete(self._text(ids), 1).choices[0]
+        if self._cached_runner is None:
+            self._cached_runner = Runner(which=self.which, token_source="none", max_seqs=1)
+        choice = self._complete(self._text(ids), 1, self._cached_runner).choices[0]
         return self._encode(choice.text)[0] if choice.text else None
 
     def top1(self, prompts: list[list[int]], continuations: list[list[int]]) -> dict:

@@ -7,9 +7,10 @@
 #   PROJECT_PY   (default .venv/bin/python)    the project's python, to locate the bundled GGUF
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+REPO=$(pwd)
 BENCH_VENV=${BENCH_VENV:-/work/bench-venv}
 BENCH_MODELS=${BENCH_MODELS:-/work/bench-models}
-PROJECT_PY=${PROJECT_PY:-.venv/bin/python}
+PROJECT_PY=${PROJECT_PY:-$REPO/.venv/bin/python}
 LOGS=$BENCH_MODELS/logs
 mkdir -p "$BENCH_MODELS" "$LOGS"
 GGUF=$("$PROJECT_PY" -c "from mistralrs.default_model import default_model_path; print(default_model_path())")
@@ -38,7 +39,7 @@ fi
 # The fp32 HF conversion of the same GGUF (transformers' dequantization), then ORT GenAI's builds of it:
 # int4 with algo_config=k_quant (its default int4 build of this already-4-bit model drifts) and fp32.
 HF=$BENCH_MODELS/smollm2-hf
-[ -f "$HF/model.safetensors" ] || (cd / && "$BENCH_VENV/bin/python" "$OLDPWD/bench/peers/convert_gguf.py" "$GGUF" "$HF")
+[ -f "$HF/model.safetensors" ] || "$BENCH_VENV/bin/python" "$REPO/bench/peers/convert_gguf.py" "$GGUF" "$HF"
 build_ort() {  # out precision extra_options...
   local out=$1 precision=$2; shift 2
   [ -f "$out/genai_config.json" ] && return

@@ -25,7 +25,7 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, matmul_accuracy: str = "fp32"):
+    def __init__(self, matmul_accuracy: str = "int8"):
         if matmul_accuracy not in ACCURACY_LEVELS:
             raise ValueError(f"matmul accuracy must be one of {', '.join(ACCURACY_LEVELS)}, not {matmul_accuracy!r}")
         self.matmul_accuracy = matmul_accuracy

@@ -129,11 +129,44 @@ class OnnxLowering:
             self.w.node("Add", [out, bias], node.outputs)
 
     def _matmul_nbits(self, name: str, qt: QuantizedTensor, x: str, out: str) -> None:
+        if qt.zero_points is not None and qt.zero_points.dtype == np.float32:
+            self._matmul_nbits_float_zero(name, qt, x, out)
+            return
         packed, scales, zero_points = self._quantized_initializers(name, qt)
-        n, k = qt.shape
         inputs = [x, packed, scales] + ([zero_points] if zero_points else [])
+        self._matmul_nbits_node(qt, inputs, out)
+
+    def _matmul_nbits_node(self, qt: QuantizedTensor, inputs: list[str], out: str) -> None:
+        n, k = qt.shape
         self.w.node("MatMulNBits", inputs, [out], domain=MS_DOMAIN, K=k, N=n, bits=qt.bits, block_size=qt.block_size,
                     accuracy_level=self.accuracy_level)
+
+    def _matmul_nbits_float_zero(self, name: str, qt: QuantizedTensor, x: str, out: str) -> None:
+        """Float zero points (exact Q4_1) on the fast symmetric kernel.
+
+        w = (q - z) s = (q - h) s + (h - z) s with h = 2^(bits-1): the first term is MatMulNBits without zero
+        points, the second a per-block constant, so y += blocksum(x) @ C with C[b, n] = (h - z[n, b]) s[n, b].
+        """
+        packed = self.w.initializer(name + ".packed", qt.packed)
+        scales = self.w.initializer(name + ".scales", qt.scales)
+        main = self.w.fresh("matmul_sym")
+        self._matmul_nbits_node(qt, [x, packed, scales], main)
+        half = np.float32(2 ** (qt.bits - 1))
+        correction = ((half - qt.zero_points) * qt.scales).T.astype(np.float32)  # [num_blocks, N]
+        sums = self._block_sums(x, qt.shape[1], qt.block_size)
+        offset = self.w.node("MatMul", [sums, self.w.initializer(name + ".zero_correction", correction)])[0]
+        self.w.node("Add", [main, offset], [out])
+
+    def _block_sums(self, x: str, k: int, block_size: int) -> str:
+        """Sums of x over each block of K: [..., K] -> [..., ceil(K / block_size)]."""
+        w = self.w
+        padding = -k % block_size
+        if padding:
+            pads = np.zeros(2 * self.rank[x], np.int64)
+            pads[-1] = padding
+            x = w.node("Pad", [x, w.constant(pads)])[0]
+        blocks = w.node("Reshape", [x, w.constant(np.array([0] * (self.rank[x] - 1) + [-1, block_size]))])[0]
+        return w.node("ReduceSum", [blocks, w.constant(np.array([-1]))], keepdims=0)[0]
 
     def _quantized_initializers(self, name: str, qt: QuantizedTensor) -> tuple[str, str, str | None]:
         packed = self.w.initializer(name + ".packed", qt.packed)

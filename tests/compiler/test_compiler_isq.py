@@ -74,7 +74,7 @@ def test_round_trip_error_within_a_step(name):
 def test_refine_never_increases_a_block_error():
     weight = random_weight((16, 256), seed=1)
     refined = dequantize(scheme_quantize(weight, "Q4K"))
-    plain = dequantize(quantize(weight, 4, 32, symmetric=False))
+    plain = dequantize(quantize(weight, 4, 32, symmetric=False, float_zero_point=True))
     block_error = lambda w: np.square(w - weight).reshape(16, -1, 32).sum(-1)
     assert (block_error(refined) <= block_error(plain) + 1e-6).all()
     assert block_error(refined).sum() < block_error(plain).sum()
@@ -116,7 +116,8 @@ def test_float_zero_points_reproduce_a_q4_1_grid():
 @pytest.mark.parametrize("family", ["llama-untied", "qwen2"])  # untied: 4-bit LM head; qwen2: tied + qkv bias
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_quantized_artifact_matches_eager_on_dequantized_weights(tiny_artifact, tiny_checkpoint, family, name):
-    artifact = tiny_artifact(family, isq=name)
+    """Kernel exactness: with fp32 matmul compute the quantized graph is the eager model on dequantized weights."""
+    artifact = tiny_artifact(family, isq=name, matmul_accuracy="fp32")
     assert open_artifact(artifact).isq == name
     tokens, logits = greedy_run(executor_for(artifact), PROMPT)
     reference = teacher_forced(eager_model(tiny_checkpoint(family), SCHEMES[name]), PROMPT, tokens)
@@ -125,3 +126,13 @@ def test_quantized_artifact_matches_eager_on_dequantized_weights(tiny_artifact, 
     assert reference.argmax(-1).tolist() == tokens
     unquantized = teacher_forced(eager_model(tiny_checkpoint(family)), PROMPT, tokens)
     assert np.abs(logits - unquantized).max() > 1e-2  # the weights really were quantized
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4K"])
+def test_int8_activations_stay_close_to_the_dequantized_model(tiny_artifact, tiny_checkpoint, name):
+    """The default int8-activation matmuls trade a little accuracy for speed: within 0.1 of exact logits (|logits| ~ 3)."""
+    artifact = tiny_artifact("qwen2", isq=name)
+    assert open_artifact(artifact).manifest["backend"]["options"] == {"matmul_accuracy": "int8"}
+    tokens, logits = greedy_run(executor_for(artifact), PROMPT)
+    reference = teacher_forced(eager_model(tiny_checkpoint("qwen2"), SCHEMES[name]), PROMPT, tokens)
+    assert np.abs(logits - reference).max() < 0.1

@@ -116,16 +116,14 @@ def agreement_table(matches: dict[str, np.ndarray]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Q8_0 and Q4K requantize the GGUF's Q4_1 weights onto another grid; the kernels are exact (test_compiler_isq.py),
-# so these rates are the quantization error itself. Q4_1 reproduces the GGUF's own grid.
-@pytest.mark.xfail(strict=True, reason="measured 0.9766 (500/512) < 0.98, see issue")
+# Q4_1 and Q4K (float zero points) reproduce the GGUF's Q4_1 grid exactly; Q8_0 (symmetric) re-quantizes it.
+# What remains is the int8 activations of the default matmul accuracy: near-ties flip (fp32 compute gives Q8_0
+# 0.9766 and Q4_1 1.0, but ORT's 8-bit kernel is ~50x slower that way).
+@pytest.mark.xfail(strict=True, reason="measured 0.9609 (492/512) < 0.98 with int8 activations, see issue")
 def test_q8_0_agrees_with_fp32(agreement):
     assert agreement["Q8_0"] >= 0.98
 
 
-@pytest.mark.parametrize("isq", [
-    "Q4_1",
-    pytest.param("Q4K", marks=pytest.mark.xfail(strict=True, reason="measured 0.7539 (386/512) < 0.90, see issue")),
-])
+@pytest.mark.parametrize("isq", ["Q4_1", "Q4K"])
 def test_4bit_agrees_with_fp32(agreement, isq):
     assert agreement[isq] >= 0.90
