@@ -37,8 +37,8 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--isq", default=None, help="ISQ type (Q4K, Q4_0, Q4_1, Q8_0, Q8_1, 4, 8); default: no quantization")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--target", default="cpu", help="cpu, cpu:<arch>[+isa...], cuda:sm_NN")
-    p.add_argument("--matmul-accuracy", choices=["fp32", "int8"], default="int8",
-                   help="onnxruntime: quantized matmuls compute in fp32, or with int8 activations (faster, VNNI)")
+    p.add_argument("--matmul-accuracy", choices=["fp32", "mixed", "int8"], default="fp32",
+                   help="onnxruntime: int8 activations (VNNI) in quantized matmuls: none, for 8-bit weights only, or all")
     p.add_argument("--no-keep-source", action="store_true", help="do not keep the source weights (disables /re_isq)")
     p.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a fusion pass (repeatable)")
     p.add_argument("--no-spot-check", action="store_true", help="skip the final parity spot check")

@@ -5,15 +5,16 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ...model_zoo.rope import cos_sin_tables
-from ...ops.quantize import QuantizedTensor, pack_zero_points
+from ...ops.quantize import QuantizedTensor
 from ..ir import Graph, Node
+from .onnx_quantized import kernel_form
 from .onnx_writer import MS_DOMAIN, OnnxWriter
 
 
 class OnnxLowering:
-    def __init__(self, graph: Graph, writer: OnnxWriter, accuracy_level: int = 0):
+    def __init__(self, graph: Graph, writer: OnnxWriter, accuracy_levels: dict[int, int]):
         self.graph, self.cfg, self.w = graph, graph.config, writer
-        self.accuracy_level = accuracy_level
+        self.accuracy_levels = accuracy_levels  # weight bits -> MatMulNBits accuracy_level
         self.rank: dict[str, int] = {}
 
     def run(self, path: Path) -> None:
@@ -66,26 +67,31 @@ class OnnxLowering:
     def _dequantize_rows(self, name: str, qt: QuantizedTensor, ids: str, out: str) -> None:
         """Embedding lookup straight from the quantized table (shared with a tied LM head)."""
         w = self.w
-        packed, scales, _ = self._quantized_initializers(name, qt)
-        rows = w.node("Gather", [packed, ids])[0]  # [B, S, nb, blob]
-        if qt.bits == 4:
+        form = self._kernel_form(name, qt, for_rows=True)
+        block_shape = w.constant(np.array([0, 0, qt.num_blocks, 1]))
+        parts = [self._term_rows(term, ids, block_shape, qt) for term in form.terms]
+        if form.block_constant is not None:
+            parts.append(self._gather_blocks(form.names["constant_rows"], ids, block_shape))
+        flat = w.node("Reshape", [self._sum(parts), w.constant(np.array([0, 0, -1]))])[0]
+        w.node("Slice", [flat, w.constant(np.array([0])), w.constant(np.array([qt.shape[1]])), w.constant(np.array([2]))], [out])
+
+    def _term_rows(self, term, ids: str, block_shape: str, qt: QuantizedTensor) -> str:
+        """[B, S, num_blocks, block] values of one kernel term for the rows `ids`."""
+        w = self.w
+        rows = w.node("Gather", [term.names["packed"], ids])[0]  # [B, S, nb, blob]
+        if term.bits == 4:
             low = w.node("BitwiseAnd", [rows, w.constant(np.uint8(15))])[0]
             high = w.node("BitShift", [rows, w.constant(np.uint8(4))], direction="RIGHT")[0]
             pairs = w.node("Concat", [w.node("Unsqueeze", [low, w.constant(np.array([-1]))])[0],
                                       w.node("Unsqueeze", [high, w.constant(np.array([-1]))])[0]], axis=-1)[0]
             rows = w.node("Reshape", [pairs, w.constant(np.array([0, 0, qt.num_blocks, qt.block_size]))])[0]
         codes = w.node("Cast", [rows], to=TensorProto.FLOAT)[0]
-        block_shape = w.constant(np.array([0, 0, qt.num_blocks, 1]))
-        row_scales = w.node("Reshape", [w.node("Gather", [scales, ids])[0], block_shape])[0]
-        zero = self._row_zero_points(name, qt, ids, block_shape)
-        values = w.node("Mul", [w.node("Sub", [codes, zero])[0], row_scales])[0]
-        flat = w.node("Reshape", [values, w.constant(np.array([0, 0, -1]))])[0]
-        w.node("Slice", [flat, w.constant(np.array([0])), w.constant(np.array([qt.shape[1]])), w.constant(np.array([2]))], [out])
+        zero = (w.constant(np.float32(2 ** (term.bits - 1))) if term.zero_points is None
+                else self._gather_blocks(term.names["zero_rows"], ids, block_shape))
+        scales = self._gather_blocks(term.names["scales"], ids, block_shape)
+        return w.node("Mul", [w.node("Sub", [codes, zero])[0], scales])[0]
 
-    def _row_zero_points(self, name: str, qt: QuantizedTensor, ids: str, block_shape: str) -> str:
-        if qt.zero_points is None:
-            return self.w.constant(np.float32(2 ** (qt.bits - 1)))
-        table = self.w.initializer(name + ".zero_points_rows", qt.zero_points.astype(np.float32))
+    def _gather_blocks(self, table: str, ids: str, block_shape: str) -> str:
         return self.w.node("Reshape", [self.w.node("Gather", [table, ids])[0], block_shape])[0]
 
     def _positions(self, node: Node) -> None:
@@ -129,33 +135,42 @@ class OnnxLowering:
             self.w.node("Add", [out, bias], node.outputs)
 
     def _matmul_nbits(self, name: str, qt: QuantizedTensor, x: str, out: str) -> None:
-        if qt.zero_points is not None and qt.zero_points.dtype == np.float32:
-            self._matmul_nbits_float_zero(name, qt, x, out)
-            return
-        packed, scales, zero_points = self._quantized_initializers(name, qt)
-        inputs = [x, packed, scales] + ([zero_points] if zero_points else [])
-        self._matmul_nbits_node(qt, inputs, out)
-
-    def _matmul_nbits_node(self, qt: QuantizedTensor, inputs: list[str], out: str) -> None:
+        form = self._kernel_form(name, qt)
         n, k = qt.shape
-        self.w.node("MatMulNBits", inputs, [out], domain=MS_DOMAIN, K=k, N=n, bits=qt.bits, block_size=qt.block_size,
-                    accuracy_level=self.accuracy_level)
+        outputs = []
+        for term in form.terms:
+            zero = [term.names["zero_points"]] if term.zero_points is not None else []
+            outputs += self.w.node("MatMulNBits", [x, term.names["packed"], term.names["scales"], *zero], domain=MS_DOMAIN,
+                                   K=k, N=n, bits=term.bits, block_size=qt.block_size,
+                                   accuracy_level=self.accuracy_levels[term.bits])
+        if form.block_constant is not None:
+            sums = self._block_sums(x, k, qt.block_size)
+            outputs += self.w.node("MatMul", [sums, form.names["constant"]])
+        self._sum(outputs, out)
 
-    def _matmul_nbits_float_zero(self, name: str, qt: QuantizedTensor, x: str, out: str) -> None:
-        """Float zero points (exact Q4_1) on the fast symmetric kernel.
+    def _sum(self, parts: list[str], out: str | None = None) -> str:
+        total = parts[0]
+        for part in parts[1:]:
+            total = self.w.node("Add", [total, part])[0]
+        return self.w.node("Identity", [total], [out])[0] if out else total  # Identity: folded by ORT at compile
 
-        w = (q - z) s = (q - h) s + (h - z) s with h = 2^(bits-1): the first term is MatMulNBits without zero
-        points, the second a per-block constant, so y += blocksum(x) @ C with C[b, n] = (h - z[n, b]) s[n, b].
-        """
-        packed = self.w.initializer(name + ".packed", qt.packed)
-        scales = self.w.initializer(name + ".scales", qt.scales)
-        main = self.w.fresh("matmul_sym")
-        self._matmul_nbits_node(qt, [x, packed, scales], main)
-        half = np.float32(2 ** (qt.bits - 1))
-        correction = ((half - qt.zero_points) * qt.scales).T.astype(np.float32)  # [num_blocks, N]
-        sums = self._block_sums(x, qt.shape[1], qt.block_size)
-        offset = self.w.node("MatMul", [sums, self.w.initializer(name + ".zero_correction", correction)])[0]
-        self.w.node("Add", [main, offset], [out])
+    def _kernel_form(self, name: str, qt: QuantizedTensor, for_rows: bool = False):
+        """The weight's kernel terms and their initializers (added once: a tied table is used twice); `for_rows`
+        adds the row-major tables an embedding lookup gathers from."""
+        form = kernel_form(qt, int8_activations=self.accuracy_levels[qt.bits] == 4)
+        for i, term in enumerate(form.terms):
+            prefix = f"{name}.t{i}"
+            term.names = {"packed": self.w.initializer(prefix + ".packed", term.packed),
+                          "scales": self.w.initializer(prefix + ".scales", term.scales)}
+            if term.zero_points is not None and for_rows:
+                term.names["zero_rows"] = self.w.initializer(prefix + ".zero_rows", term.zero_points.astype(np.float32))
+            elif term.zero_points is not None:
+                term.names["zero_points"] = self.w.initializer(prefix + ".zero_points", term.packed_zero_points())
+        if form.block_constant is not None and for_rows:
+            form.names["constant_rows"] = self.w.initializer(name + ".block_constant_rows", form.block_constant)
+        elif form.block_constant is not None:
+            form.names["constant"] = self.w.initializer(name + ".block_constant", form.block_constant.T.copy())
+        return form
 
     def _block_sums(self, x: str, k: int, block_size: int) -> str:
         """Sums of x over each block of K: [..., K] -> [..., ceil(K / block_size)]."""
@@ -167,14 +182,6 @@ class OnnxLowering:
             x = w.node("Pad", [x, w.constant(pads)])[0]
         blocks = w.node("Reshape", [x, w.constant(np.array([0] * (self.rank[x] - 1) + [-1, block_size]))])[0]
         return w.node("ReduceSum", [blocks, w.constant(np.array([-1]))], keepdims=0)[0]
-
-    def _quantized_initializers(self, name: str, qt: QuantizedTensor) -> tuple[str, str, str | None]:
-        packed = self.w.initializer(name + ".packed", qt.packed)
-        scales = self.w.initializer(name + ".scales", qt.scales)
-        if qt.zero_points is None:
-            return packed, scales, None
-        zp = qt.zero_points if qt.zero_points.dtype == np.float32 else pack_zero_points(qt.zero_points, qt.bits)
-        return packed, scales, self.w.initializer(name + ".zero_points", zp)
 
     def _split(self, node: Node) -> None:
         self.w.node("Split", [node.inputs[0], self.w.constant(np.array(node.attrs["sizes"]))], node.outputs, axis=-1)

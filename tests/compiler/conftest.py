@@ -29,13 +29,13 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory, tiny_checkpoint):
-    """tiny_artifact(name, isq=None, disabled_passes=frozenset(), matmul_accuracy="int8") -> artifact dir,
+    """tiny_artifact(name, isq=None, disabled_passes=frozenset(), matmul_accuracy="fp32") -> artifact dir,
     compiled once per session."""
     compiled: dict[tuple, Path] = {}
     root = tmp_path_factory.mktemp("tiny-artifacts")
 
     def get(name: str, isq: str | None = None, disabled_passes: frozenset[str] = frozenset(),
-            matmul_accuracy: str = "int8") -> Path:
+            matmul_accuracy: str = "fp32") -> Path:
         key = (name, isq, frozenset(disabled_passes), matmul_accuracy)
         if key not in compiled:
             out = root / f"{name}-{isq or 'f32'}-{len(compiled)}"

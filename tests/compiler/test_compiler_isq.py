@@ -128,11 +128,12 @@ def test_quantized_artifact_matches_eager_on_dequantized_weights(tiny_artifact, 
     assert np.abs(logits - unquantized).max() > 1e-2  # the weights really were quantized
 
 
+@pytest.mark.parametrize("accuracy", ["mixed", "int8"])
 @pytest.mark.parametrize("name", ["Q8_0", "Q4K"])
-def test_int8_activations_stay_close_to_the_dequantized_model(tiny_artifact, tiny_checkpoint, name):
-    """The default int8-activation matmuls trade a little accuracy for speed: within 0.1 of exact logits (|logits| ~ 3)."""
-    artifact = tiny_artifact("qwen2", isq=name)
-    assert open_artifact(artifact).manifest["backend"]["options"] == {"matmul_accuracy": "int8"}
+def test_int8_activations_stay_close_to_the_dequantized_model(tiny_artifact, tiny_checkpoint, name, accuracy):
+    """int8-activation matmuls trade a little accuracy for speed: within 0.1 of exact logits (|logits| ~ 3)."""
+    artifact = tiny_artifact("qwen2", isq=name, matmul_accuracy=accuracy)
+    assert open_artifact(artifact).manifest["backend"]["options"] == {"matmul_accuracy": accuracy}
     tokens, logits = greedy_run(executor_for(artifact), PROMPT)
     reference = teacher_forced(eager_model(tiny_checkpoint("qwen2"), SCHEMES[name]), PROMPT, tokens)
     assert np.abs(logits - reference).max() < 0.1

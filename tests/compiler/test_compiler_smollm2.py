@@ -116,10 +116,9 @@ def agreement_table(matches: dict[str, np.ndarray]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Q4_1 and Q4K (float zero points) reproduce the GGUF's Q4_1 grid exactly; Q8_0 (symmetric) re-quantizes it.
-# What remains is the int8 activations of the default matmul accuracy: near-ties flip (fp32 compute gives Q8_0
-# 0.9766 and Q4_1 1.0, but ORT's 8-bit kernel is ~50x slower that way).
-@pytest.mark.xfail(strict=True, reason="measured 0.9609 (492/512) < 0.98 with int8 activations, see issue")
+# Q4_1 and Q4K (float zero points) reproduce the GGUF's Q4_1 grid exactly; Q8_0 (symmetric, ggml's rounding)
+# re-quantizes it, and its misses are near-ties (top-2 logits within 0.2).
+@pytest.mark.xfail(strict=True, reason="measured 0.9766 (500/512) < 0.98: Q8_0 re-quantizes the Q4_1 grid, see issue")
 def test_q8_0_agrees_with_fp32(agreement):
     assert agreement["Q8_0"] >= 0.98
 

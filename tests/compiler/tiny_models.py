@@ -83,7 +83,7 @@ def save_checkpoint(directory: Path, model, tokenizer: Tokenizer) -> Path:
 
 
 def compile_tiny(checkpoint: Path, output: Path, isq: str | None = None,
-                 disabled_passes: frozenset[str] = frozenset(), matmul_accuracy: str = "int8") -> dict:
+                 disabled_passes: frozenset[str] = frozenset(), matmul_accuracy: str = "fp32") -> dict:
     options = CompileOptions(model=str(checkpoint), output=output, isq=isq, keep_source=False,
                              disabled_passes=disabled_passes, progress=False,
                              backend_options={"matmul_accuracy": matmul_accuracy})

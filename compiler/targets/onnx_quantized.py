@@ -1,0 +1,54 @@
+"""How a quantized weight maps onto ORT's fast MatMulNBits kernels: a sum of kernel terms plus a block constant.
+
+ORT's MatMulNBits is fast for 4-bit weights with integer (or no) zero points, and for 8-bit weights only with
+int8 activations. Two exact rewrites keep other weights on fast paths:
+- float zero points: w = (q - z) s = (q - 8) s + (8 - z) s, a zero-point-free term plus a per-block constant;
+- 8-bit codes with fp32 activations: q = 16 hi + lo, so w = 16 s (hi - 8) + s (lo - 8) + (136 - z) s, two 4-bit
+  terms plus a per-block constant.
+A per-block constant C[n, b] contributes blocksum(x)[b] @ C[n, b] to the output.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...ops.quantize import QuantizedTensor, pack_zero_points, unpack
+
+
+@dataclass(slots=True)
+class KernelTerm:
+    """One MatMulNBits operand: w = (codes - zero) * scales, zero = 2^(bits-1) when zero_points is None."""
+
+    packed: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray | None  # uint8 codes [N, num_blocks]
+    bits: int
+    names: dict[str, str] = field(default_factory=dict)  # the initializers a lowering made for it
+
+    def packed_zero_points(self) -> np.ndarray | None:
+        return None if self.zero_points is None else pack_zero_points(self.zero_points, self.bits)
+
+
+@dataclass(slots=True)
+class KernelForm:
+    terms: list[KernelTerm]
+    block_constant: np.ndarray | None  # [N, num_blocks]
+    names: dict[str, str] = field(default_factory=dict)
+
+
+def kernel_form(qt: QuantizedTensor, int8_activations: bool) -> KernelForm:
+    has_float_zero = qt.zero_points is not None and qt.zero_points.dtype == np.float32
+    if qt.bits == 8 and not int8_activations:
+        return _nibble_split(qt)
+    if has_float_zero:
+        half = np.float32(2 ** (qt.bits - 1))
+        return KernelForm([KernelTerm(qt.packed, qt.scales, None, qt.bits)], (half - qt.zero_points) * qt.scales)
+    return KernelForm([KernelTerm(qt.packed, qt.scales, qt.zero_points, qt.bits)], None)
+
+
+def _nibble_split(qt: QuantizedTensor) -> KernelForm:
+    codes = unpack(qt.packed, 8)
+    high, low = codes >> 4, codes & 0x0F
+    pack4 = lambda c: (c[..., 0::2] | (c[..., 1::2] << 4)).astype(np.uint8)
+    zero = np.float32(128) if qt.zero_points is None else qt.zero_points.astype(np.float32)
+    terms = [KernelTerm(pack4(high), 16 * qt.scales, None, 4), KernelTerm(pack4(low), qt.scales, None, 4)]
+    return KernelForm(terms, ((136 - zero) * qt.scales).astype(np.float32))
