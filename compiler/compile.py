@@ -48,9 +48,12 @@ def compile_checkpoint(options: CompileOptions) -> dict:
     logger.info("compiling %s (%s, %d layers) isq=%s backend=%s target=%s",
                 checkpoint.name, cfg.architecture, cfg.num_layers, scheme and scheme.name, backend.name, target.label)
     with staging_dir(Path(options.output)) as out:
-        graph = _build_graph(checkpoint, cfg, options.progress)
-        records = _run_passes(graph, scheme, options)
-        graph_files = _lower(backend, graph, out)
+        if backend.consumes_checkpoint:
+            records, graph_files = [], backend.lower_checkpoint(checkpoint, cfg, scheme, out)
+        else:
+            graph = _build_graph(checkpoint, cfg, options.progress)
+            records = _run_passes(graph, scheme, options)
+            graph_files = _lower(backend, graph, out)
         files = graph_files + write_tokenizer(out, checkpoint)
         kept = keep_source(out, checkpoint) if options.keep_source else None
         manifest = _manifest(checkpoint, cfg, scheme, records, backend, target, out, files, kept, graph_files)

@@ -55,8 +55,20 @@ def host_cpu() -> TargetHardware:
     return TargetHardware("cpu", platform.machine(), tuple(f for f in CPU_ISA_FLAGS if f in flags))
 
 
+def host_gpu() -> TargetHardware | None:
+    """The first CUDA device as "cuda:sm_NN", or None (torch is imported only for CUDA targets)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return TargetHardware("cuda", f"sm_{major}{minor}")
+
+
 def check_runs_here(target: TargetHardware, host: TargetHardware | None = None) -> None:
-    host = host or host_cpu()
+    host = host or (host_gpu() if target.device == "cuda" else host_cpu())
+    if host is None:
+        raise IncompatibleTarget(f"artifact was compiled for target {target.label}, but this machine has no CUDA GPU")
     if target.device != host.device or target.arch != host.arch:
         raise IncompatibleTarget(f"artifact was compiled for target {target.label}, but this machine is {host.label}")
     missing = set(target.requires) - set(host.requires)

@@ -26,9 +26,8 @@ class Which:
         path: str
 
 
-@dataclass
-class ChatCompletionRequest:
-    messages: list[dict] | str
+@dataclass(kw_only=True)
+class _SamplingFields:
     model: str = "default"
     max_tokens: int | None = None
     n_choices: int = 1
@@ -41,30 +40,22 @@ class ChatCompletionRequest:
     repetition_penalty: float | None = None
     logit_bias: dict[int, float] | None = None
     stop_seqs: list[str] | None = None
+    seed: int | None = None
+
+
+@dataclass(kw_only=True)
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[dict] | str
     logprobs: bool = False
     top_logprobs: int | None = None
-    seed: int | None = None
     tools: list[dict] | None = None
     enable_thinking: bool | None = None
     stream: bool = False
 
 
-@dataclass
-class CompletionRequest:
+@dataclass(kw_only=True)
+class CompletionRequest(_SamplingFields):
     prompt: str
-    model: str = "default"
-    max_tokens: int | None = None
-    n_choices: int = 1
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
-    logit_bias: dict[int, float] | None = None
-    stop_seqs: list[str] | None = None
-    seed: int | None = None
     echo_prompt: bool = False
 
 

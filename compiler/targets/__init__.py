@@ -7,7 +7,7 @@ NOT_INSTALLABLE = {
 
 
 def available_backends() -> list[str]:
-    return ["onnxruntime"]
+    return ["onnxruntime", "inductor"]
 
 
 def get_backend(name: str, **options) -> Backend:
@@ -16,5 +16,9 @@ def get_backend(name: str, **options) -> Backend:
         from .onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(**options)
+    if key == "inductor":
+        from .inductor import InductorBackend
+
+        return InductorBackend(**options)
     reason = NOT_INSTALLABLE.get(key, f"unknown backend {name!r}")
     raise UnsupportedTarget(f"{reason}; available backends: {', '.join(available_backends())}")

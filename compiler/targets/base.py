@@ -12,6 +12,7 @@ class UnsupportedTarget(ValueError):
 
 class Backend(ABC):
     name: str
+    consumes_checkpoint = False  # True: lower_checkpoint() exports model_zoo modules instead of lowering the IR
 
     @abstractmethod
     def version(self) -> str: ...
@@ -27,3 +28,7 @@ class Backend(ABC):
     @abstractmethod
     def lower(self, graph: Graph, out_dir: Path) -> list[str]:
         """Write the graph files into `out_dir`; return their names relative to it."""
+
+    def lower_checkpoint(self, checkpoint, cfg, scheme, out_dir: Path) -> list[str]:
+        """For backends with `consumes_checkpoint`: write the graph files from the checkpoint itself."""
+        raise NotImplementedError

@@ -8,4 +8,8 @@ def create_executor(artifact: Artifact, max_slots: int, max_seq_len: int, thread
         from .onnxruntime import OnnxRuntimeExecutor
 
         return OnnxRuntimeExecutor(artifact, max_slots, max_seq_len, threads)
-    raise ArtifactError(f"artifact backend {artifact.backend!r} is not supported by this runtime; supported: onnxruntime")
+    if artifact.backend == "inductor":
+        from .inductor import InductorExecutor
+
+        return InductorExecutor(artifact, max_slots, max_seq_len, threads)
+    raise ArtifactError(f"artifact backend {artifact.backend!r} is not supported by this runtime; supported: onnxruntime, inductor")

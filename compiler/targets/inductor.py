@@ -1,0 +1,126 @@
+"""Inductor backend: export model_zoo's CachedDecoder and compile it ahead of time with AOTInductor.
+
+Two .pt2 packages per artifact, `prefill.pt2` (dynamic batch and length) and `decode.pt2` (one token a row,
+dynamic batch), share one weight file: the packages are built without their constants, and the runtime loads
+`weights.safetensors` once and hands the same tensors to both. A .pt2 runs only under the torch version that
+built it, so CUDA artifacts are compiled on the GPU machine; the manifest records the versions.
+"""
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ...hardware import TargetHardware
+from ...model_zoo.cached_decoder import CachedDecoder
+from ...model_zoo.decoder import DecoderLM
+from ..ir import Graph
+from .base import Backend, UnsupportedTarget
+
+logger = logging.getLogger("mistralrs.compiler")
+
+PREFILL_FILE = "prefill.pt2"
+DECODE_FILE = "decode.pt2"
+WEIGHTS_FILE = "weights.safetensors"
+DTYPES = ("bfloat16", "float16", "float32")
+EXAMPLE_CACHE_LEN = 64
+
+
+class InductorBackend(Backend):
+    """`dtype` defaults to bfloat16 on CUDA and float32 on CPU; `max_batch` bounds the exported batch dimension."""
+
+    name = "inductor"
+    consumes_checkpoint = True
+
+    def __init__(self, dtype: str | None = None, max_batch: int = 256, matmul_accuracy: str | None = None):
+        # matmul_accuracy is the onnxruntime backend's option; the CLI passes it to every backend
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        self.dtype, self.max_batch = dtype, max_batch
+        self.target: TargetHardware | None = None
+
+    def version(self) -> str:
+        return torch.__version__
+
+    def options(self) -> dict:
+        device = self.target.device if self.target else "cpu"
+        options = {"dtype": self._dtype_name(), "max_batch": self.max_batch, "torch": torch.__version__,
+                   "entry_points": {"prefill": PREFILL_FILE, "decode": DECODE_FILE}, "weights": WEIGHTS_FILE}
+        if device == "cuda":
+            options |= _cuda_versions()
+        return options
+
+    def check_target(self, target: TargetHardware) -> None:
+        if target.device == "cuda":
+            if not torch.cuda.is_available():
+                raise UnsupportedTarget(f"backend inductor compiles {target.label} on a machine with that GPU; "
+                                        "this one has no CUDA device (.pt2 packages are tied to the building torch)")
+            major, minor = torch.cuda.get_device_capability()
+            if f"sm_{major}{minor}" != target.arch:
+                raise UnsupportedTarget(f"this GPU is sm_{major}{minor}, not the requested {target.label}")
+        self.target = target
+
+    def lower(self, graph: Graph, out_dir: Path) -> list[str]:
+        raise UnsupportedTarget("backend inductor compiles from the checkpoint, not the IR graph")
+
+    def lower_checkpoint(self, checkpoint, cfg, scheme, out_dir: Path) -> list[str]:
+        if scheme is not None:
+            raise UnsupportedTarget(f"backend inductor does not implement ISQ yet (asked for {scheme.name})")
+        from safetensors.torch import save_file
+
+        device = "cuda" if self.target and self.target.device == "cuda" else "cpu"
+        lm = DecoderLM.from_tensors(cfg, checkpoint.load_tensor, checkpoint.tensor_names())
+        model = CachedDecoder(lm.to(device=device, dtype=getattr(torch, self._dtype_name()))).eval()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
+        for name, export in ((PREFILL_FILE, export_prefill), (DECODE_FILE, export_decode)):
+            start = time.perf_counter()
+            package(export(model, self.max_batch), out_dir / name)
+            logger.info("compiled %s in %.1fs", name, time.perf_counter() - start)
+        return [WEIGHTS_FILE, PREFILL_FILE, DECODE_FILE]
+
+    def _dtype_name(self) -> str:
+        return self.dtype or ("bfloat16" if self.target and self.target.device == "cuda" else "float32")
+
+
+def example_inputs(model: CachedDecoder, batch: int, seq: int):
+    cfg, weight = model.cfg, model.model.embed_tokens.weight
+    cache = (batch, cfg.num_layers, cfg.num_kv_heads, EXAMPLE_CACHE_LEN, cfg.head_dim)
+    return (torch.zeros(batch, seq, dtype=torch.long, device=weight.device),
+            torch.zeros(batch, dtype=torch.long, device=weight.device),
+            torch.zeros(cache, dtype=weight.dtype, device=weight.device),
+            torch.zeros(cache, dtype=weight.dtype, device=weight.device))
+
+
+def export_prefill(model: CachedDecoder, max_batch: int) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    seq = torch.export.Dim("seq", min=2, max=model.rope_cos.shape[0])
+    cache_len = torch.export.Dim("cache_len", min=2, max=model.rope_cos.shape[0])
+    cache = {0: batch, 3: cache_len}
+    with torch.no_grad():
+        return torch.export.export(model, example_inputs(model, 2, 16), strict=False,
+                                   dynamic_shapes=({0: batch, 1: seq}, {0: batch}, cache, cache))
+
+
+def export_decode(model: CachedDecoder, max_batch: int) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    cache_len = torch.export.Dim("cache_len", min=2, max=model.rope_cos.shape[0])
+    cache = {0: batch, 3: cache_len}
+    with torch.no_grad():
+        return torch.export.export(model, example_inputs(model, 2, 1), strict=False,
+                                   dynamic_shapes=({0: batch}, {0: batch}, cache, cache))
+
+
+def package(program: torch.export.ExportedProgram, path: Path) -> None:
+    """AOT-compile into a .pt2 without its weights (the runtime passes them with load_constants)."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"aot_inductor.package_constants_in_so": False}):
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+
+
+def _cuda_versions() -> dict:
+    import triton
+
+    major, minor = torch.cuda.get_device_capability()
+    return {"cuda": torch.version.cuda, "triton": triton.__version__, "gpu_arch": f"sm_{major}{minor}",
+            "gpu_name": torch.cuda.get_device_name()}

@@ -1,0 +1,96 @@
+"""The inductor backend (AOTInductor .pt2 packages): `--target cpu` against the eager decoder here, and in bf16 on
+CUDA (on the GPU machine, `-m gpu`) against the same cached decoder run eagerly.
+
+AOTInductor compiles C++ for each package, about a minute per package on a 2-core machine, hence `slow`.
+"""
+import numpy as np
+import pytest
+import torch
+from tiny_models import batched_decode, eager_model, greedy_run, teacher_forced
+
+from mistralrs.compiler.compile import CompileOptions, compile_checkpoint
+from mistralrs.model_zoo.cached_decoder import CachedDecoder
+from mistralrs.runtime.artifact import open_artifact
+from mistralrs.runtime.executors import create_executor
+
+TOLERANCE = 1e-3
+GPU_STEPS = 32
+
+
+def compile_inductor(checkpoint, output, target: str) -> dict:
+    return compile_checkpoint(CompileOptions(model=str(checkpoint), output=output, backend="inductor", target=target,
+                                             keep_source=False, progress=False))
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_tokenizer) -> list[int]:
+    return tiny_tokenizer.encode("hello world, the quick brown fox").ids
+
+
+@pytest.fixture(scope="module")
+def cpu_artifact(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inductor") / "llama-untied"
+    compile_inductor(tiny_checkpoint("llama-untied"), out, "cpu")
+    return out
+
+
+@pytest.mark.slow
+def test_cpu_manifest_records_the_packages(cpu_artifact):
+    manifest = open_artifact(cpu_artifact).manifest
+    assert manifest["backend"]["name"] == "inductor"
+    assert set(manifest["backend"]["graph_files"]) == {"weights.safetensors", "prefill.pt2", "decode.pt2"}
+    assert manifest["backend"]["options"]["torch"] == torch.__version__
+
+
+@pytest.mark.slow
+def test_cpu_matches_eager_decoder(cpu_artifact, tiny_checkpoint, prompt):
+    executor = create_executor(open_artifact(cpu_artifact), 1, 48, threads=2)
+    tokens, logits = greedy_run(executor, prompt)
+    reference = teacher_forced(eager_model(tiny_checkpoint("llama-untied")), prompt, tokens)
+    assert np.abs(logits - reference).max() < TOLERANCE
+    assert reference.argmax(-1).tolist() == tokens
+
+
+@pytest.mark.slow
+def test_cpu_batched_decode_with_different_lengths(cpu_artifact, tiny_checkpoint, prompt):
+    prompts = [prompt, prompt[:3], prompt[2:7]]
+    executor = create_executor(open_artifact(cpu_artifact), len(prompts), 48, threads=2)
+    model = eager_model(tiny_checkpoint("llama-untied"))
+    steps = list(batched_decode(executor, prompts, 4))
+    generated = np.stack([rows.argmax(-1) for rows in steps], axis=1)  # [B, 5]
+    for row, p in enumerate(prompts):
+        reference = teacher_forced(model, p, generated[row].tolist())
+        compiled = np.stack([rows[row] for rows in steps])
+        assert np.abs(compiled - reference).max() < TOLERANCE
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_greedy_matches_eager(tiny_checkpoint, tmp_path, prompt):
+    """32 greedy steps in bf16 (CUDA graphs on): the same tokens as the eager cached decoder in bf16."""
+    out = tmp_path / "cuda"
+    compile_inductor(tiny_checkpoint("llama-tied"), out, "cuda:" + _gpu_arch())
+    executor = create_executor(open_artifact(out), 1, 64, threads=1)
+    tokens, _ = greedy_run(executor, prompt, steps=GPU_STEPS)
+    assert tokens == eager_greedy_bf16(tiny_checkpoint("llama-tied"), prompt, GPU_STEPS)
+    assert len(set(tokens)) > 1
+
+
+def eager_greedy_bf16(checkpoint, prompt: list[int], steps: int) -> list[int]:
+    model = CachedDecoder(eager_model(checkpoint).to("cuda", torch.bfloat16)).eval()
+    cfg = model.cfg
+    cache = [torch.zeros(1, cfg.num_layers, cfg.num_kv_heads, 64, cfg.head_dim, dtype=torch.bfloat16, device="cuda")
+             for _ in range(2)]
+    ids, tokens = torch.tensor([prompt], device="cuda"), []
+    with torch.no_grad():
+        for step in range(steps + 1):
+            past = torch.tensor([0 if step == 0 else len(prompt) + step - 1], device="cuda")
+            tokens.append(int(model(ids, past, *cache)[0].argmax()))
+            ids = torch.tensor([[tokens[-1]]], device="cuda")
+    return tokens
+
+
+def _gpu_arch() -> str:
+    major, minor = torch.cuda.get_device_capability()
+    return f"sm_{major}{minor}"
+
+
