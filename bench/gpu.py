@@ -89,34 +89,30 @@ def ours_decode(artifact: Path, variant: str, batches=BATCHES) -> dict:
     for batch in batches:
         prompts = torch.randint(2, vocab, (batch, PROMPT_LEN))
         for slot in range(batch):
-            executor.forward_tensor(slot, prompts[slot:slot + 1], torch.tensor([0]))
+            model.forward_tensor(slot, prompts[slot:slot + 1], torch.tensor([0]))
         past = torch.full((batch,), PROMPT_LEN)
         ids = torch.randint(2, vocab, (batch, 1), device="cuda")
-        for _ in range(DECODE_WARMUP):
-            ids = executor.forward_tensor(0, ids, past).argmax(-1, keepdim=True)
-            past += 1
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(DECODE_STEPS):
-            ids = executor.forward_tensor(0, ids, past).argmax(-1, keepdim=True)
-            past += 1
-        torch.cuda.synchronize()
-        device_side = batch * DECODE_STEPS / (time.perf_counter() - start)
+        device_side = _decode_rate(lambda ids: model.forward_tensor(0, ids, past).argmax(-1, keepdim=True), ids, past)
         host_ids = ids.cpu().numpy()
-        for _ in range(DECODE_WARMUP):
-            host_ids = executor.forward(0, host_ids, past.numpy()).argmax(-1)[:, None]
-            past += 1
-        start = time.perf_counter()
-        for _ in range(DECODE_STEPS):
-            host_ids = executor.forward(0, host_ids, past.numpy()).argmax(-1)[:, None]
-            past += 1
-        via_host = batch * DECODE_STEPS / (time.perf_counter() - start)
-        results[batch] = {"tok_s": round(device_side, 1), "tok_s_host_logits": round(via_host, 1)}
-        print(f"ours batch {batch}: {results[batch]}", flush=True)
-    weight_bytes = sum(t.numel() * t.element_size() for n, t in executor.weights.items() if not n.startswith("rope_"))
-    del executor
-    torch.cuda.empty_cache()
+        via_host = _decode_rate(lambda ids: model.forward(0, ids, past.numpy()).argmax(-1)[:, None], host_ids, past)
+        results[batch] = {"tok_s": round(batch * device_side, 1), "tok_s_host_logits": round(batch * via_host, 1)}
+        print(f"ours ({variant}) batch {batch}: {results[batch]}", flush=True)
+    weight_bytes = sum(t.numel() * t.element_size() for n, t in model.weights.items() if not n.startswith("rope_"))
     return {"decode": results, "weight_bytes": weight_bytes}
+
+
+def _decode_rate(step, ids, past: torch.Tensor) -> float:
+    """Steps per second over DECODE_STEPS greedy steps after DECODE_WARMUP; advances `past` in place."""
+    for _ in range(DECODE_WARMUP):
+        ids = step(ids)
+        past += 1
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(DECODE_STEPS):
+        ids = step(ids)
+        past += 1
+    torch.cuda.synchronize()
+    return DECODE_STEPS / (time.perf_counter() - start)
 
 
 def ours_ttft(artifact: Path, variant: str) -> dict:
@@ -125,13 +121,7 @@ def ours_ttft(artifact: Path, variant: str) -> dict:
     results = {}
     for length in TTFT_PROMPTS:
         ids = torch.randint(2, vocab, (1, length))
-
-        def step():
-            return int(executor.forward_tensor(0, ids, torch.tensor([0])).argmax())
-
-        results[length] = _median_ms(step)
-    del executor
-    torch.cuda.empty_cache()
+        results[length] = _median_ms(lambda: int(model.forward_tensor(0, ids, torch.tensor([0])).argmax()))
     return results
 
 
@@ -179,22 +169,20 @@ def copy_bandwidth(num_bytes: int = 2 << 30) -> float:
     return 2 * num_bytes / seconds
 
 
-def parity(root: Path, steps: int = 32) -> dict:
-    """bf16 greedy tokens of the compiled tiny model vs the same cached decoder run eagerly (32 steps)."""
+def parity(work: Path, variant: str, steps: int = 32) -> dict:
+    """bf16 greedy tokens of the compiled tiny model (work/tiny-art) vs the same cached decoder run eagerly."""
     from mistralrs.compiler.loaders import load_checkpoint
     from mistralrs.model_zoo.cached_decoder import CachedDecoder
     from mistralrs.model_zoo.config import DecoderConfig
     from mistralrs.model_zoo.decoder import DecoderLM
 
-    checkpoint_dir = root / "tiny-hf"
-    random_checkpoint(checkpoint_dir, TINY, seed=1, std=0.08)
-    compile_artifact(checkpoint_dir, root / "tiny-art")
     prompt = list(range(5, 21))
-    executor = create_executor(open_artifact(root / "tiny-art"), 1, 64, threads=1)
-    compiled = [int(executor.forward(0, np.array([prompt]), np.array([0]))[0].argmax())]
+    compiled_model = executor(work / "tiny-art", 1, 64, variant)
+    compiled = [int(compiled_model.forward(0, np.array([prompt]), np.array([0]))[0].argmax())]
     for step in range(steps):
-        compiled.append(int(executor.forward(0, np.array([[compiled[-1]]]), np.array([len(prompt) + step]))[0].argmax()))
-    loaded = load_checkpoint(checkpoint_dir)
+        rows = compiled_model.forward(0, np.array([[compiled[-1]]]), np.array([len(prompt) + step]))
+        compiled.append(int(rows[0].argmax()))
+    loaded = load_checkpoint(work / "tiny-hf")
     lm = DecoderLM.from_tensors(DecoderConfig.from_hf(loaded.config), loaded.load_tensor, loaded.tensor_names())
     model = CachedDecoder(lm.to("cuda", torch.bfloat16)).eval()
     cfg = model.cfg
@@ -206,7 +194,7 @@ def parity(root: Path, steps: int = 32) -> dict:
             past = torch.tensor([0 if step == 0 else len(prompt) + step - 1], device="cuda")
             eager.append(int(model(ids, past, *cache)[0].argmax()))
             ids = torch.tensor([[eager[-1]]], device="cuda")
-    return {"steps": steps, "identical": compiled == eager, "distinct_tokens": len(set(compiled)),
+    return {"steps": steps, "variant": variant, "identical": compiled == eager, "distinct_tokens": len(set(compiled)),
             "compiled": compiled, "eager": eager}
 
 
@@ -230,17 +218,17 @@ def markdown(report: dict) -> str:
     lines = [f"# GPU benchmark: {report['device']}", "",
              f"torch {report['torch']}, CUDA {report['cuda']}, Triton {report.get('triton')}; "
              f"random Llama-3.2-1B-shaped checkpoint, bf16; decode after {PROMPT_LEN}-token prompts, "
-             f"{DECODE_STEPS} timed greedy steps.", "",
+             f"{DECODE_STEPS} timed greedy steps; our executor variant: {ours.get('variant', '-')}.", "",
              "| metric | ours (inductor .pt2) | ours, logits to host | transformers eager | ours / transformers |",
              "| --- | --- | --- | --- | --- |"]
     for batch in BATCHES:
-        o = ours.get("decode", {}).get(batch, {})
-        h = hf.get("decode", {}).get(batch, {})
+        o = ours.get("decode", {}).get(str(batch), {})
+        h = hf.get("decode", {}).get(str(batch), {})
         ratio = f"{o['tok_s'] / h['tok_s']:.1f}x" if o and h else "-"
         lines.append(f"| decode tok/s, batch {batch} | {o.get('tok_s', '-')} | {o.get('tok_s_host_logits', '-')} | "
                      f"{h.get('tok_s', '-')} | {ratio} |")
     for length in TTFT_PROMPTS:
-        o, h = ours.get("ttft_ms", {}).get(length), hf.get("ttft_ms", {}).get(length)
+        o, h = ours.get("ttft_ms", {}).get(str(length)), hf.get("ttft_ms", {}).get(str(length))
         ratio = f"{h / o:.1f}x faster" if o and h else "-"
         lines.append(f"| TTFT ms, {length}-token prompt | {o or '-'} | | {h or '-'} | {ratio} |")
     roof = report.get("roofline")
@@ -257,58 +245,100 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True, help="path prefix of the .json and .md results")
-    parser.add_argument("--skip", action="append", default=[], help="parity, ours, transformers")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+# --- stages: each runs in its own process, so a crash in one (or in one executor variant) spares the rest ----------
+
+def stage(name: str, work: Path, variant: str) -> dict:
+    if name == "compile":
+        random_checkpoint(work / "llama-1b", LLAMA_1B, seed=0)
+        manifest, seconds = compile_artifact(work / "llama-1b", work / "llama-1b-art")
+        return {"compile": {"seconds": round(seconds, 1), "backend": manifest["backend"]}}
+    if name == "ours":
+        decode = ours_decode(work / "llama-1b-art", variant)
+        _write(work / "ours-partial.json", decode)
+        return {"ours": {"variant": variant, "decode": decode["decode"],
+                         "ttft_ms": ours_ttft(work / "llama-1b-art", variant)}, "weight_bytes": decode["weight_bytes"]}
+    if name == "parity-compile":
+        random_checkpoint(work / "tiny-hf", TINY, seed=1, std=0.08)
+        compile_artifact(work / "tiny-hf", work / "tiny-art")
+        return {}
+    if name == "parity":
+        return {"parity": parity(work, variant)}
+    if name == "transformers":
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(work / "llama-1b", dtype=torch.bfloat16).cuda().eval()
+        return {"transformers": {"decode": hf_decode(model), "ttft_ms": hf_ttft(model)}}
+    raise ValueError(f"unknown stage {name!r}")
+
+
+PLAN = [("compile", [None]), ("ours", list(VARIANTS)), ("parity-compile", [None]), ("parity", list(VARIANTS)),
+        ("transformers", [None])]
+
+
+def orchestrate(out: Path, work: Path, deadline_s: float) -> dict:
+    import subprocess
+    import sys
     import triton
 
+    start = time.perf_counter()
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-              "triton": triton.__version__, "errors": {}}
+              "triton": triton.__version__, "copy_bandwidth_bytes_s": copy_bandwidth(), "errors": {}, "stages": {}}
+    torch.cuda.empty_cache()
+    for name, variants in PLAN:
+        for variant in variants:
+            label = name if variant is None else f"{name}:{variant}"
+            if time.perf_counter() - start > deadline_s:
+                report["errors"][label] = "skipped: out of time"
+                continue
+            result_file = work / f"{name}-{variant}.json"
+            t0 = time.perf_counter()
+            command = [sys.executable, "-X", "faulthandler", __file__, "--stage", name, "--work", str(work),
+                       "--variant", variant or "graphs", "--result", str(result_file)]
+            try:
+                returncode = subprocess.run(command, timeout=max(30, deadline_s - (time.perf_counter() - start))).returncode
+            except subprocess.TimeoutExpired:
+                returncode = "timeout"
+            report["stages"][label] = {"rc": returncode, "seconds": round(time.perf_counter() - t0, 1)}
+            if returncode == 0:
+                report.update(json.loads(result_file.read_text()))
+                break
+            report["errors"][label] = f"exit status {returncode}"
+        _finish(report, out)
+    return report
+
+
+def _finish(report: dict, out: Path) -> None:
+    if "ours" in report and "weight_bytes" in report:
+        bandwidth = report["copy_bandwidth_bytes_s"]
+        roofline = bandwidth / report["weight_bytes"]
+        report["roofline"] = {"weight_bytes": report["weight_bytes"], "copy_bandwidth_bytes_s": bandwidth,
+                              "roofline_tok_s": roofline,
+                              "fraction_batch1": report["ours"]["decode"]["1"]["tok_s"] / roofline}
+    _write(out.with_suffix(".json"), report)
+    out.with_suffix(".md").write_text(markdown(report))
+
+
+def _write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", help="path prefix of the .json and .md results")
+    parser.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--deadline", type=float, default=540, help="seconds after which no new stage starts")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="graphs", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.stage:
+        _write(Path(args.result), json.loads(json.dumps(stage(args.stage, Path(args.work), args.variant))))
+        return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-
-    def save():
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
-        out.with_suffix(".md").write_text(markdown(report))
-
-    def attempt(name, fn):
-        if name in args.skip:
-            return
-        try:
-            fn()
-        except Exception:
-            report["errors"][name] = traceback.format_exc()
-            print(report["errors"][name], flush=True)
-        save()
-
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        report["copy_bandwidth_bytes_s"] = copy_bandwidth()
-        attempt("parity", lambda: report.update(parity=parity(root)))
-        model = random_checkpoint(root / "llama-1b", LLAMA_1B, seed=0)
-
-        def run_ours():
-            manifest, seconds = compile_artifact(root / "llama-1b", root / "llama-1b-art")
-            report["compile"] = {"seconds": round(seconds, 1), "backend": manifest["backend"]}
-            save()
-            decode = ours_decode(root / "llama-1b-art")
-            bandwidth = report["copy_bandwidth_bytes_s"]
-            roofline = bandwidth / decode["weight_bytes"]
-            report["ours"] = {"decode": decode["decode"]}
-            report["roofline"] = {"weight_bytes": decode["weight_bytes"], "copy_bandwidth_bytes_s": bandwidth,
-                                  "roofline_tok_s": roofline,
-                                  "fraction_batch1": decode["decode"][1]["tok_s"] / roofline}
-            save()
-            report["ours"]["ttft_ms"] = ours_ttft(root / "llama-1b-art")
-
-        def run_hf():
-            report["transformers"] = {"decode": hf_decode(model), "ttft_ms": hf_ttft(model)}
-
-        attempt("ours", run_ours)
-        attempt("transformers", run_hf)
+        report = orchestrate(out, Path(args.work or tmp), args.deadline)
     print(markdown(report))
     return 0
 
