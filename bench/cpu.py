@@ -65,20 +65,26 @@ def log(message: str) -> None:
 
 
 # -- setup -----------------------------------------------------------------------------------------------------
-def ensure_artifact(gguf: Path, isq: str, models: Path) -> Path:
-    out = models / f"ours-{isq}"
+# Our artifacts: name -> (--isq, --matmul-accuracy, weights). The int8-matmul Q4K is not one of the three the
+# issue asks for: it is here because the default (fp32 matmul) Q4K/Q8_0 decode is ~10x slower on this CPU.
+OURS = {"Q4K": ("Q4K", "fp32", "int4"), "Q4K int8-matmul": ("Q4K", "int8", "int4"),
+        "Q8_0": ("Q8_0", "fp32", "int8"), "F32": (None, "fp32", "fp32")}
+
+
+def ensure_artifact(gguf: Path, name: str, models: Path) -> Path:
+    isq, accuracy, _ = OURS[name]
+    out = models / f"ours-{name.replace(' ', '-')}"
     if not (out / "manifest.json").is_file():
         command = [sys.executable, "-m", "mistralrs.cli", "compile", "-m", str(gguf), "-o", str(out), "-q",
-                   "--no-spot-check"]
-        subprocess.run(command + ([] if isq == "F32" else ["--isq", isq]), check=True)
+                   "--no-spot-check", "--matmul-accuracy", accuracy]
+        subprocess.run(command + (["--isq", isq] if isq else []), check=True)
     return out
 
 
 def peer_specs(args: argparse.Namespace, gguf: Path, artifacts: dict[str, Path]) -> list[PeerSpec]:
     bench, threads, models = args.bench_python, str(args.threads), args.models
-    ours = [PeerSpec(f"ours {isq}", sys.executable, "run_ours.py", ["--artifact", str(path), "--threads", threads],
-                     weights) for isq, path, weights in
-            (("Q4K", artifacts["Q4K"], "int4"), ("Q8_0", artifacts["Q8_0"], "int8"), ("F32", artifacts["F32"], "fp32"))]
+    ours = [PeerSpec(f"ours {name}", sys.executable, "run_ours.py",
+                     ["--artifact", str(artifacts[name]), "--threads", threads], OURS[name][2]) for name in OURS]
     peers = [
         PeerSpec("llama.cpp Q4_1", bench, "run_llama_cpp.py", ["--model", str(gguf), "--threads", threads], "int4"),
         PeerSpec("ort-genai int4 k_quant", bench, "run_ort_genai.py",
@@ -262,7 +268,7 @@ def main() -> None:
     log_dir = BENCH / "results" / f"cpu-{stamp}-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     gguf = default_model_path()
-    artifacts = {isq: ensure_artifact(gguf, isq, args.models) for isq in ("Q4K", "Q8_0", "F32")}
+    artifacts = {name: ensure_artifact(gguf, name, args.models) for name in OURS}
     tokenizer = Tokenizer.from_dir(open_artifact(artifacts["F32"]).tokenizer_dir)
     inputs = workload_inputs(tokenizer)
     specs = peer_specs(args, gguf, artifacts)

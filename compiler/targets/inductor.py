@@ -1,9 +1,11 @@
 """Inductor backend: export model_zoo's CachedDecoder and compile it ahead of time with AOTInductor.
 
 Two .pt2 packages per artifact, `prefill.pt2` (dynamic batch and length) and `decode.pt2` (one token a row,
-dynamic batch), share one weight file: the packages are built without their constants, and the runtime loads
-`weights.safetensors` once and hands the same tensors to both. A .pt2 runs only under the torch version that
-built it, so CUDA artifacts are compiled on the GPU machine; the manifest records the versions.
+dynamic batch). On CPU they share one weight file: the packages are built without their constants, and the runtime
+loads `weights.safetensors` once and hands the same tensors to both. On CUDA each package embeds its weights:
+loading a constant-less package segfaulted in torch 2.11's CUDA loader (bench/results/gpu-20261122.md).
+A .pt2 runs only under the torch version that built it, so CUDA artifacts are compiled on the GPU machine;
+the manifest records the versions.
 """
 import logging
 import time
@@ -32,11 +34,12 @@ class InductorBackend(Backend):
     name = "inductor"
     consumes_checkpoint = True
 
-    def __init__(self, dtype: str | None = None, max_batch: int = 256, matmul_accuracy: str | None = None):
+    def __init__(self, dtype: str | None = None, max_batch: int = 256, shared_weights: bool | None = None,
+                 matmul_accuracy: str | None = None):
         # matmul_accuracy is the onnxruntime backend's option; the CLI passes it to every backend
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-        self.dtype, self.max_batch = dtype, max_batch
+        self.dtype, self.max_batch, self.shared_weights = dtype, max_batch, shared_weights
         self.target: TargetHardware | None = None
 
     def version(self) -> str:
@@ -45,7 +48,8 @@ class InductorBackend(Backend):
     def options(self) -> dict:
         device = self.target.device if self.target else "cpu"
         options = {"dtype": self._dtype_name(), "max_batch": self.max_batch, "torch": torch.__version__,
-                   "entry_points": {"prefill": PREFILL_FILE, "decode": DECODE_FILE}, "weights": WEIGHTS_FILE}
+                   "entry_points": {"prefill": PREFILL_FILE, "decode": DECODE_FILE},
+                   "weights": WEIGHTS_FILE if self._shares_weights() else None}
         if device == "cuda":
             options |= _cuda_versions()
         return options
@@ -71,12 +75,19 @@ class InductorBackend(Backend):
         device = "cuda" if self.target and self.target.device == "cuda" else "cpu"
         lm = DecoderLM.from_tensors(cfg, checkpoint.load_tensor, checkpoint.tensor_names())
         model = CachedDecoder(lm.to(device=device, dtype=getattr(torch, self._dtype_name()))).eval()
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
+        shared = self._shares_weights()
+        if shared:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
         for name, export in ((PREFILL_FILE, export_prefill), (DECODE_FILE, export_decode)):
             start = time.perf_counter()
-            package(export(model, self.max_batch), out_dir / name)
+            package(export(model, self.max_batch), out_dir / name, with_weights=not shared)
             logger.info("compiled %s in %.1fs", name, time.perf_counter() - start)
-        return [WEIGHTS_FILE, PREFILL_FILE, DECODE_FILE]
+        return ([WEIGHTS_FILE] if shared else []) + [PREFILL_FILE, DECODE_FILE]
+
+    def _shares_weights(self) -> bool:
+        if self.shared_weights is not None:
+            return self.shared_weights
+        return not (self.target and self.target.device == "cuda")
 
     def _dtype_name(self) -> str:
         return self.dtype or ("bfloat16" if self.target and self.target.device == "cuda" else "float32")
@@ -110,11 +121,11 @@ def export_decode(model: CachedDecoder, max_batch: int) -> torch.export.Exported
                                    dynamic_shapes=({0: batch}, {0: batch}, cache, cache))
 
 
-def package(program: torch.export.ExportedProgram, path: Path) -> None:
-    """AOT-compile into a .pt2 without its weights (the runtime passes them with load_constants)."""
+def package(program: torch.export.ExportedProgram, path: Path, with_weights: bool) -> None:
+    """AOT-compile into a .pt2; without its weights, the runtime passes them with load_constants."""
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch({"aot_inductor.package_constants_in_so": False}):
+    with inductor_config.patch({"aot_inductor.package_constants_in_so": with_weights}):
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
 
 

@@ -28,7 +28,7 @@ class InductorExecutor(ModelExecutor):
         self.device = torch.device("cuda" if artifact.target.device == "cuda" else "cpu")
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
-        self.weights = _load_weights(artifact.path(options["weights"]), self.device)
+        self.weights = _load_weights(artifact.path(options["weights"]), self.device) if options["weights"] else None
         entry = options["entry_points"]
         self.use_cuda_graphs = use_cuda_graphs and self.device.type == "cuda"
         load = {"weights": self.weights, "single_threaded": self.use_cuda_graphs, "share_weights": share_weights}
@@ -105,10 +105,12 @@ def _load_weights(path, device: torch.device) -> dict[str, torch.Tensor]:
     return load_file(str(path), device=str(device))
 
 
-def _load_package(path, weights: dict[str, torch.Tensor], single_threaded: bool, share_weights: bool):
+def _load_package(path, weights: dict[str, torch.Tensor] | None, single_threaded: bool, share_weights: bool):
     """share_weights: the package uses the executor's weight tensors (user-managed) instead of its own copy."""
     # run_single_threaded drops the runner's own stream synchronisation, which CUDA graph capture rejects
     model = torch._inductor.aoti_load_package(str(path), run_single_threaded=single_threaded)
+    if weights is None:  # the package embeds its weights
+        return model
     names = model.get_constant_fqns()
     missing = sorted(set(names) - set(weights))
     if missing:
