@@ -72,16 +72,13 @@ def _build_graph(checkpoint: Checkpoint, cfg: DecoderConfig, progress: bool):
 
 
 def _run_passes(graph, scheme: IsqScheme | None, options: CompileOptions) -> list[PassRecord]:
-    total = len(_quantizable(graph)) if scheme else 0
-    with tqdm(total=total, desc=f"quantize {scheme.name}" if scheme else "quantize", unit="tensor",
+    with tqdm(desc=f"quantize {scheme.name}" if scheme else "quantize", unit="tensor",
               disable=not (options.progress and scheme)) as bar:
-        return run_passes(graph, scheme, set(options.disabled_passes), on_weight=lambda _: bar.update())
+        def on_weight(total: int) -> None:
+            bar.total = total
+            bar.update()
 
-
-def _quantizable(graph) -> list[str]:
-    from .passes.quantize_weights import quantizable_weights
-
-    return quantizable_weights(graph)
+        return run_passes(graph, scheme, set(options.disabled_passes), on_weight=on_weight)
 
 
 def _lower(backend, graph, out: Path) -> list[str]:

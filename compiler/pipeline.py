@@ -28,7 +28,7 @@ class PassRecord:
 
 
 def run_passes(graph: Graph, scheme: IsqScheme | None, disabled: set[str] = frozenset(),
-               on_weight: Callable[[str], None] | None = None) -> list[PassRecord]:
+               on_weight: Callable[[int], None] | None = None) -> list[PassRecord]:
     logger.info("pass order: %s", " -> ".join(PASS_NAMES))
     records = [_timed(name, fn, graph) for name, fn in FUSION_PASSES if name not in disabled]
     if scheme is not None:

@@ -15,7 +15,8 @@ def quantizable_weights(graph: Graph) -> list[str]:
     return sorted(names, key=list(graph.weights).index)
 
 
-def run(graph: Graph, scheme: IsqScheme, on_weight: Callable[[str], None] | None = None) -> int:
+def run(graph: Graph, scheme: IsqScheme, on_weight: Callable[[int], None] | None = None) -> int:
+    """`on_weight(total)` is called after each weight, for progress."""
     names = quantizable_weights(graph)
     embedding = {n.attrs["weight"] for n in graph.nodes if n.op == "embed"}
     for name in names:
@@ -25,5 +26,5 @@ def run(graph: Graph, scheme: IsqScheme, on_weight: Callable[[str], None] | None
             float_zero_point=chosen.float_zero_point, refine=chosen.refine,
         )
         if on_weight:
-            on_weight(name)
+            on_weight(len(names))
     return len(names)
