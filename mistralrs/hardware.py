@@ -68,7 +68,9 @@ def host_gpu() -> TargetHardware | None:
 def check_runs_here(target: TargetHardware, host: TargetHardware | None = None) -> None:
     host = host or (host_gpu() if target.device == "cuda" else host_cpu())
     if host is None:
-        raise IncompatibleTarget(f"artifact was compiled for target {target.label}, but this machine has no CUDA GPU")
+        raise IncompatibleTarget(
+            f"artifact was compiled for target {target.label}, but this machine ({host_cpu().label}) has no CUDA GPU"
+        )
     if target.device != host.device or target.arch != host.arch:
         raise IncompatibleTarget(f"artifact was compiled for target {target.label}, but this machine is {host.label}")
     missing = set(target.requires) - set(host.requires)

@@ -1,11 +1,11 @@
 """Inductor backend: export model_zoo's CachedDecoder and compile it ahead of time with AOTInductor.
 
 Two .pt2 packages per artifact, `prefill.pt2` (dynamic batch and length) and `decode.pt2` (one token a row,
-dynamic batch). On CPU they share one weight file: the packages are built without their constants, and the runtime
-loads `weights.safetensors` once and hands the same tensors to both. On CUDA each package embeds its weights:
-loading a constant-less package segfaulted in torch 2.11's CUDA loader (bench/results/gpu-20261122.md).
+dynamic batch), share one weight file by default: the packages are built without their constants, and the runtime
+loads `weights.safetensors` once and hands the same tensors to both (`shared_weights=False` embeds them instead).
 A .pt2 runs only under the torch version that built it, so CUDA artifacts are compiled on the GPU machine;
-the manifest records the versions.
+the manifest records the versions. Known issue: on the GPU machine (torch 2.11+cu130) loading any CUDA .pt2,
+even a one-Linear package, segfaults in AOTIModelPackageLoader (bench/results/gpu-20261122.md).
 """
 import logging
 import time
@@ -34,7 +34,7 @@ class InductorBackend(Backend):
     name = "inductor"
     consumes_checkpoint = True
 
-    def __init__(self, dtype: str | None = None, max_batch: int = 256, shared_weights: bool | None = None,
+    def __init__(self, dtype: str | None = None, max_batch: int = 256, shared_weights: bool = True,
                  matmul_accuracy: str | None = None):
         # matmul_accuracy is the onnxruntime backend's option; the CLI passes it to every backend
         if dtype is not None and dtype not in DTYPES:
@@ -49,7 +49,7 @@ class InductorBackend(Backend):
         device = self.target.device if self.target else "cpu"
         options = {"dtype": self._dtype_name(), "max_batch": self.max_batch, "torch": torch.__version__,
                    "entry_points": {"prefill": PREFILL_FILE, "decode": DECODE_FILE},
-                   "weights": WEIGHTS_FILE if self._shares_weights() else None}
+                   "weights": WEIGHTS_FILE if self.shared_weights else None}
         if device == "cuda":
             options |= _cuda_versions()
         return options
@@ -75,7 +75,7 @@ class InductorBackend(Backend):
         device = "cuda" if self.target and self.target.device == "cuda" else "cpu"
         lm = DecoderLM.from_tensors(cfg, checkpoint.load_tensor, checkpoint.tensor_names())
         model = CachedDecoder(lm.to(device=device, dtype=getattr(torch, self._dtype_name()))).eval()
-        shared = self._shares_weights()
+        shared = self.shared_weights
         if shared:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
         for name, export in ((PREFILL_FILE, export_prefill), (DECODE_FILE, export_decode)):
@@ -83,11 +83,6 @@ class InductorBackend(Backend):
             package(export(model, self.max_batch), out_dir / name, with_weights=not shared)
             logger.info("compiled %s in %.1fs", name, time.perf_counter() - start)
         return ([WEIGHTS_FILE] if shared else []) + [PREFILL_FILE, DECODE_FILE]
-
-    def _shares_weights(self) -> bool:
-        if self.shared_weights is not None:
-            return self.shared_weights
-        return not (self.target and self.target.device == "cuda")
 
     def _dtype_name(self) -> str:
         return self.dtype or ("bfloat16" if self.target and self.target.device == "cuda" else "float32")

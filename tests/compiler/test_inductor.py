@@ -1,5 +1,6 @@
 """The inductor backend (AOTInductor .pt2 packages): `--target cpu` against the eager decoder here, and in bf16 on
-CUDA (on the GPU machine, `-m gpu`) against the same cached decoder run eagerly.
+CUDA (on the GPU machine, `-m gpu`) against the same cached decoder run eagerly. The GPU test has not passed yet:
+on the GPU machine (torch 2.11+cu130) loading any CUDA .pt2 segfaults (bench/results/gpu-20261122.md).
 
 AOTInductor compiles C++ for each package, about a minute per package on a 2-core machine, hence `slow`.
 """
@@ -65,6 +66,7 @@ def test_cpu_batched_decode_with_different_lengths(cpu_artifact, tiny_checkpoint
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_greedy_matches_eager(tiny_checkpoint, tmp_path, prompt):
     """32 greedy steps in bf16 (CUDA graphs on): the same tokens as the eager cached decoder in bf16."""
     out = tmp_path / "cuda"
