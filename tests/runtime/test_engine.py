@@ -1,0 +1,68 @@
+"""Engine behaviour that HTTP tests cannot reach: a failing forward, a full queue, cancellation."""
+import pytest
+
+from mistralrs.runtime.artifact import open_artifact
+from mistralrs.runtime.engine import Engine, EngineConfig
+from mistralrs.runtime.errors import EngineOverloaded, InvalidRequest
+from mistralrs.runtime.outputs import ChoiceDelta, RequestDone, RequestError
+from mistralrs.runtime.request import GenerationRequest, SamplingParams, StoppingCriteria
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_artifact):
+    engine = Engine(open_artifact(smollm2_artifact("Q4K")), EngineConfig(max_batch=2, max_waiting=2, threads=2))
+    yield engine
+    engine.shutdown()
+
+
+def request(engine, max_tokens: int = 8) -> GenerationRequest:
+    ids = engine.tokenizer.encode("The capital of France is", add_special_tokens=False)
+    return GenerationRequest(ids, SamplingParams(temperature=0), StoppingCriteria(max_tokens=max_tokens, ignore_eos=True))
+
+
+def events(handle) -> list:
+    return list(handle)
+
+
+def test_a_failing_forward_fails_its_requests_and_the_engine_carries_on(engine):
+    real_forward = engine.executor.forward
+
+    def broken(*args):
+        raise RuntimeError("kernel exploded")
+
+    engine.executor.forward = broken
+    try:
+        failed = events(engine.submit(request(engine)))
+    finally:
+        engine.executor.forward = real_forward
+    assert isinstance(failed[-1], RequestError) and "kernel exploded" in failed[-1].message
+    served = events(engine.submit(request(engine)))
+    assert isinstance(served[-1], RequestDone) and served[-1].usage.completion_tokens == 8
+    assert engine.stats()["running"] == 0
+
+
+def test_a_full_queue_is_refused_at_submit(engine):
+    handles = []
+    with pytest.raises(EngineOverloaded):
+        for _ in range(10):
+            handles.append(engine.submit(request(engine, max_tokens=64)))
+    for handle in handles:
+        handle.cancel()
+    for handle in handles:
+        assert isinstance(events(handle)[-1], RequestDone)
+    assert engine.stats()["running"] == 0 and engine.stats()["waiting"] == 0
+
+
+def test_cancel_ends_the_request_with_finish_reason_canceled(engine):
+    handle = engine.submit(request(engine, max_tokens=500))
+    assert isinstance(handle.next_event(30), ChoiceDelta)
+    handle.cancel()
+    deltas = [e for e in events(handle) if isinstance(e, ChoiceDelta)]
+    assert deltas[-1].finish_reason == "canceled"
+
+
+def test_invalid_requests_are_refused_at_submit(engine):
+    with pytest.raises(InvalidRequest):
+        engine.submit(GenerationRequest([], SamplingParams()))
+    with pytest.raises(InvalidRequest):
+        engine.submit(GenerationRequest([1] * (engine.max_context + 1), SamplingParams()))
