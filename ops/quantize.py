@@ -38,7 +38,7 @@ def quantize(weight: np.ndarray, bits: int, block_size: int, symmetric: bool,
         codes, scales, zero_points = _asymmetric(blocks, bits, float_zero_point)
         if refine:
             codes, scales, zero_points = _refine(blocks, codes, scales, zero_points, bits)
-    return QuantizedTensor(_pack(codes, bits), scales, zero_points, bits, block_size, weight.shape)
+    return QuantizedTensor(pack(codes, bits), scales, zero_points, bits, block_size, weight.shape)
 
 
 def dequantize(qt: QuantizedTensor) -> np.ndarray:
@@ -126,7 +126,7 @@ def _block_error(blocks, codes, scales, zero_points):
     return np.square(w - blocks).sum(-1)
 
 
-def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+def pack(codes: np.ndarray, bits: int) -> np.ndarray:
     if bits == 8:
         return codes
     return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)

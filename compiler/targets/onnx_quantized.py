@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...ops.quantize import QuantizedTensor, pack_zero_points, unpack
+from ...ops.quantize import QuantizedTensor, pack, pack_zero_points, unpack
 
 
 @dataclass(slots=True)
@@ -48,7 +48,6 @@ def kernel_form(qt: QuantizedTensor, int8_activations: bool) -> KernelForm:
 def _nibble_split(qt: QuantizedTensor) -> KernelForm:
     codes = unpack(qt.packed, 8)
     high, low = codes >> 4, codes & 0x0F
-    pack4 = lambda c: (c[..., 0::2] | (c[..., 1::2] << 4)).astype(np.uint8)
     zero = np.float32(128) if qt.zero_points is None else qt.zero_points.astype(np.float32)
-    terms = [KernelTerm(pack4(high), 16 * qt.scales, None, 4), KernelTerm(pack4(low), qt.scales, None, 4)]
+    terms = [KernelTerm(pack(high, 4), 16 * qt.scales, None, 4), KernelTerm(pack(low, 4), qt.scales, None, 4)]
     return KernelForm(terms, ((136 - zero) * qt.scales).astype(np.float32))

@@ -17,7 +17,7 @@ class OnnxWriter:
         self.initializers: list[TensorProto] = []
         self.data_path = data_path
         self._data = open(data_path, "wb")
-        self._names: set[str] = set()
+        self.names: set[str] = set()
         self._counter = 0
 
     def fresh(self, hint: str) -> str:
@@ -31,9 +31,9 @@ class OnnxWriter:
 
     def initializer(self, name: str, array: np.ndarray) -> str:
         """Add `array` once under `name` (a second call with the same name reuses it)."""
-        if name in self._names:
+        if name in self.names:
             return name
-        self._names.add(name)
+        self.names.add(name)
         array = np.asarray(array, order="C")
         if array.nbytes < 1024:
             self.initializers.append(onnx.numpy_helper.from_array(array, name))

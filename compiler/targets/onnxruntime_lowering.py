@@ -7,7 +7,7 @@ from onnx import TensorProto, helper
 from ...model_zoo.rope import cos_sin_tables
 from ...ops.quantize import QuantizedTensor
 from ..ir import Graph, Node
-from .onnx_quantized import kernel_form
+from .onnx_quantized import KernelForm, kernel_form
 from .onnx_writer import MS_DOMAIN, OnnxWriter
 
 
@@ -16,24 +16,29 @@ class OnnxLowering:
         self.graph, self.cfg, self.w = graph, graph.config, writer
         self.accuracy_levels = accuracy_levels  # weight bits -> MatMulNBits accuracy_level
         self.rank: dict[str, int] = {}
+        self._forms: dict[str, KernelForm] = {}
 
     def run(self, path: Path) -> None:
-        for node in self.graph.nodes:
+        last_use = self._last_uses()
+        for index, node in enumerate(self.graph.nodes):
             getattr(self, "_" + node.op)(node)
             self.rank.update({o: self._out_rank(node) for o in node.outputs})
-            self._release_weights(node)
+            for name in last_use.pop(index, ()):  # lowered into the data file: drop the numpy copies
+                self.graph.weights.pop(name, None)
+                self._forms.pop(name, None)
         self.w.save(path, self._graph_inputs(), self._graph_outputs())
 
     def _out_rank(self, node: Node) -> int:
         fixed = {"last_token": 2, "embed": 3, "positions": 2}
         return fixed.get(node.op) or self.rank[node.inputs[0]]
 
-    def _release_weights(self, node: Node) -> None:
-        """Lowered weights live in the data file now; drop the numpy copy unless a later node reads it."""
-        for key in ("weight", "bias"):
-            name = node.attrs.get(key)
-            if name and not any(n.attrs.get(key) == name for n in self.graph.nodes[self.graph.nodes.index(node) + 1:]):
-                self.graph.weights.pop(name, None)
+    def _last_uses(self) -> dict[int, list[str]]:
+        """Node index -> the weights no later node reads."""
+        last = {n.attrs[key]: i for i, n in enumerate(self.graph.nodes) for key in ("weight", "bias") if n.attrs.get(key)}
+        by_node: dict[int, list[str]] = {}
+        for name, index in last.items():
+            by_node.setdefault(index, []).append(name)
+        return by_node
 
     # -- graph interface ---------------------------------------------------------------------------------
     def _graph_inputs(self) -> list:
@@ -94,9 +99,13 @@ class OnnxLowering:
     def _gather_blocks(self, table: str, ids: str, block_shape: str) -> str:
         return self.w.node("Reshape", [self.w.node("Gather", [table, ids])[0], block_shape])[0]
 
+    def _seq_len(self, x: str) -> str:
+        """The S of x [B, S, ...] as an int64 scalar."""
+        return self.w.node("Gather", [self.w.node("Shape", [x])[0], self.w.constant(np.array(1))])[0]
+
     def _positions(self, node: Node) -> None:
         w = self.w
-        seq = w.node("Gather", [w.node("Shape", [node.inputs[0]])[0], w.constant(np.array(1))])[0]
+        seq = self._seq_len(node.inputs[0])
         offsets = w.node("Range", [w.constant(np.array(0)), seq, w.constant(np.array(1))])[0]
         last = w.node("Cast", [node.inputs[1]], to=TensorProto.INT64)[0]
         first = w.node("Sub", [w.node("Add", [last, w.constant(np.array(1))])[0], seq])[0]
@@ -154,14 +163,16 @@ class OnnxLowering:
             total = self.w.node("Add", [total, part])[0]
         return self.w.node("Identity", [total], [out])[0] if out else total  # Identity: folded by ORT at compile
 
-    def _kernel_form(self, name: str, qt: QuantizedTensor, for_rows: bool = False):
-        """The weight's kernel terms and their initializers (added once: a tied table is used twice); `for_rows`
-        adds the row-major tables an embedding lookup gathers from."""
-        form = kernel_form(qt, int8_activations=self.accuracy_levels[qt.bits] == 4)
+    def _kernel_form(self, name: str, qt: QuantizedTensor, for_rows: bool = False) -> KernelForm:
+        """The weight's kernel terms and their initializers, built once per weight (a tied table is used twice);
+        `for_rows` adds the row-major tables an embedding lookup gathers from."""
+        if name not in self._forms:
+            self._forms[name] = kernel_form(qt, int8_activations=self.accuracy_levels[qt.bits] == 4)
+        form = self._forms[name]
         for i, term in enumerate(form.terms):
             prefix = f"{name}.t{i}"
-            term.names = {"packed": self.w.initializer(prefix + ".packed", term.packed),
-                          "scales": self.w.initializer(prefix + ".scales", term.scales)}
+            term.names["packed"] = self.w.initializer(prefix + ".packed", term.packed)
+            term.names["scales"] = self.w.initializer(prefix + ".scales", term.scales)
             if term.zero_points is not None and for_rows:
                 term.names["zero_rows"] = self.w.initializer(prefix + ".zero_rows", term.zero_points.astype(np.float32))
             elif term.zero_points is not None:
@@ -189,8 +200,11 @@ class OnnxLowering:
                     domain=MS_DOMAIN, interleaved=0, num_heads=node.attrs["num_heads"])
 
     def _cos_sin(self) -> tuple[str, str]:
-        cos, sin = cos_sin_tables(self.cfg, self.cfg.max_position_embeddings)
-        return self.w.initializer("rotary.cos", cos), self.w.initializer("rotary.sin", sin)
+        if "rotary.cos" not in self.w.names:
+            cos, sin = cos_sin_tables(self.cfg, self.cfg.max_position_embeddings)
+            self.w.initializer("rotary.cos", cos)
+            self.w.initializer("rotary.sin", sin)
+        return "rotary.cos", "rotary.sin"
 
     def _attention(self, node: Node) -> None:
         layer, rotary = node.attrs["layer"], node.attrs["rotary"]
@@ -211,6 +225,5 @@ class OnnxLowering:
 
     def _last_token(self, node: Node) -> None:
         w = self.w
-        seq = w.node("Gather", [w.node("Shape", [node.inputs[0]])[0], w.constant(np.array(1))])[0]
-        last = w.node("Sub", [seq, w.constant(np.array(1))])[0]
+        last = w.node("Sub", [self._seq_len(node.inputs[0]), w.constant(np.array(1))])[0]
         w.node("Gather", [node.inputs[0], last], node.outputs, axis=1)
