@@ -36,14 +36,14 @@ class CompileOptions:
     progress: bool = True
 
 
-def compile_checkpoint(options: CompileOptions) -> dict:
-    """Compile and return the manifest written into `options.output`."""
+def compile_checkpoint(options: CompileOptions, checkpoint: Checkpoint | None = None) -> dict:
+    """Compile and return the manifest written into `options.output`; `checkpoint`: `options.model`, already loaded."""
     start = time.perf_counter()
     scheme = parse_isq(options.isq)
     backend = get_backend(options.backend, **options.backend_options)
     target = TargetHardware.parse(options.target)
     backend.check_target(target)
-    checkpoint = load_checkpoint(options.model)
+    checkpoint = checkpoint or load_checkpoint(options.model)
     cfg = DecoderConfig.from_hf(checkpoint.config)
     logger.info("compiling %s (%s, %d layers) isq=%s backend=%s target=%s",
                 checkpoint.name, cfg.architecture, cfg.num_layers, scheme and scheme.name, backend.name, target.label)

@@ -15,7 +15,7 @@ STEPS = 16
 
 def spot_check(model: str, artifact_dir: str) -> dict:
     """Teacher-forced top-1 agreement with the fp32 eager reference over its own greedy continuation."""
-    artifact = open_artifact(artifact_dir)
+    artifact = open_artifact(artifact_dir, verify=False)  # its checksums were computed from these files just now
     ids = Tokenizer.from_dir(artifact.tokenizer_dir).encode(PROMPT, add_special_tokens=False)
     reference = _eager_logits(model, ids)
     compiled = teacher_forced_logits(create_executor(artifact, 1, len(ids) + STEPS + 1, threads=2), ids,

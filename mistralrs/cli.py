@@ -115,13 +115,14 @@ def _summary_text(summary: dict) -> str:
 def _serve(args) -> int:
     from .api.server import run_server
 
-    artifact = args.artifact or _compiled_model(args)
-    config = dict(max_batch=args.max_batch, max_seq_len=args.max_seq_len, max_waiting=args.max_waiting,
-                  threads=args.threads)
     from .runtime.artifact import open_artifact
+    from .runtime.engine import Engine, EngineConfig
 
-    open_artifact(artifact)  # fail here, before gunicorn starts, on a bad checksum or the wrong hardware
-    run_server(lambda: _engine(artifact, config), args.host, args.port, threads=args.http_threads, api_key=args.api_key)
+    # verified once, here, so a bad checksum or the wrong hardware fails before gunicorn starts
+    artifact = open_artifact(args.artifact or _compiled_model(args))
+    config = EngineConfig(max_batch=args.max_batch, max_seq_len=args.max_seq_len, max_waiting=args.max_waiting,
+                          threads=args.threads)
+    run_server(lambda: Engine(artifact, config), args.host, args.port, threads=args.http_threads, api_key=args.api_key)
     return 0
 
 
@@ -133,13 +134,6 @@ def _compiled_model(args) -> str:
     if model is None:
         model, isq = str(default_model_path()), isq or DEFAULT_ISQ
     return str(cached_artifact(model, isq, args.backend, args.target))
-
-
-def _engine(artifact: str, config: dict):
-    from .runtime.artifact import open_artifact
-    from .runtime.engine import Engine, EngineConfig
-
-    return Engine(open_artifact(artifact), EngineConfig(**config))
 
 
 def _inspect(args) -> int:

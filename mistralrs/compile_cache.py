@@ -28,5 +28,5 @@ def cached_artifact(model: str, isq: str | None, backend: str, target: str, root
         logger.info("using cached artifact %s", path)
         return path
     logger.info("compiling %s into the cache at %s", model, path)
-    compile_checkpoint(CompileOptions(model=model, output=path, isq=isq, backend=backend, target=target))
+    compile_checkpoint(CompileOptions(model=model, output=path, isq=isq, backend=backend, target=target), checkpoint)
     return path
