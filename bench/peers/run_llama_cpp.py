@@ -2,10 +2,9 @@
 
 python bench/peers/run_llama_cpp.py --model GGUF [--threads 2]
 """
-import argparse
 import time
 
-from runner_protocol import StreamTimer, claim_stdout, prefill_result, serve
+from runner_protocol import StreamTimer, claim_stdout, prefill_result, runner_args, serve_runner, teacher_forced_top1
 
 REPLY = claim_stdout()
 
@@ -42,26 +41,24 @@ class LlamaCppRunner:
         return int(np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).argmax())
 
     def top1(self, prompts: list[list[int]], continuations: list[list[int]]) -> dict:
-        out = []
-        for prompt, continuation in zip(prompts, continuations):
-            self.llm.reset()
-            self.llm.eval(prompt)
-            row = [self._last_top1()]
-            for token in continuation[:-1]:
-                self.llm.eval([token])
-                row.append(self._last_top1())
-            out.append(row)
-        return {"top1": out}
+        return teacher_forced_top1(prompts, continuations, self._begin)
+
+    def _begin(self, prompt: list[int]):
+        self.llm.reset()
+        self.llm.eval(prompt)
+
+        def step(token: int) -> int:
+            self.llm.eval([token])
+            return self._last_top1()
+
+        return self._last_top1(), step
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = runner_args()
     runner = LlamaCppRunner(args.model, args.threads)
     system_info = llama_cpp.llama_print_system_info().decode()
-    serve(REPLY, {"w1": runner.w1, "w2": runner.w2, "top1": runner.top1},
+    serve_runner(REPLY, runner,
           {"runtime": "llama.cpp (llama-cpp-python)", "version": llama_cpp.__version__, "system_info": system_info})
 
 

@@ -6,11 +6,10 @@ The SDK takes text, not token ids: W1 goes through its chat API (its own copy of
 W2 and top1 through raw completions of the prompt's text. Prefix caching is off for W1/W2 so that repeats
 re-prefill; top1 (one 1-token completion per step) loads a second instance with it on, or it would take hours.
 """
-import argparse
 import os
 import time
 
-from runner_protocol import StreamTimer, claim_stdout, prefill_result, serve
+from runner_protocol import StreamTimer, claim_stdout, prefill_result, runner_args, serve_runner
 
 REPLY = claim_stdout()
 
@@ -78,15 +77,13 @@ class MistralRsRunner:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    args = parser.parse_args()
+    args = runner_args(threads=False)
     runner = MistralRsRunner(args.model)
     version = getattr(mistralrs, "__version__", None)
     if version is None:
         from importlib.metadata import version as dist_version
         version = dist_version("mistralrs")
-    serve(REPLY, {"w1": runner.w1, "w2": runner.w2, "top1": runner.top1},
+    serve_runner(REPLY, runner,
           {"runtime": "mistral.rs (PyPI wheel)", "version": version,
            "rayon_threads": os.environ.get("RAYON_NUM_THREADS")})
 

@@ -2,11 +2,10 @@
 
 python bench/peers/run_ort_genai.py --model DIR [--threads 2]
 """
-import argparse
 import json
 import time
 
-from runner_protocol import StreamTimer, claim_stdout, prefill_result, serve
+from runner_protocol import StreamTimer, claim_stdout, prefill_result, runner_args, serve_runner, teacher_forced_top1
 
 REPLY = claim_stdout()
 
@@ -48,26 +47,24 @@ class OrtGenaiRunner:
         return prefill_result(len(prompt_ids), time.perf_counter() - start, first_tokens=[token])
 
     def top1(self, prompts: list[list[int]], continuations: list[list[int]]) -> dict:
-        out = []
-        for prompt, continuation in zip(prompts, continuations):
-            generator = self._generator(len(prompt) + len(continuation) + 1)
-            generator.append_tokens(np.array([prompt], np.int32))
-            row = [int(generator.get_logits()[0, -1].argmax())]
-            for token in continuation[:-1]:
-                generator.append_tokens(np.array([[token]], np.int32))
-                row.append(int(generator.get_logits()[0, -1].argmax()))
-            out.append(row)
-        return {"top1": out}
+        max_length = max(len(p) + len(c) for p, c in zip(prompts, continuations)) + 1
+        return teacher_forced_top1(prompts, continuations, lambda prompt: self._begin(prompt, max_length))
+
+    def _begin(self, prompt: list[int], max_length: int):
+        generator = self._generator(max_length)
+
+        def step(tokens) -> int:
+            generator.append_tokens(np.array([tokens], np.int32))
+            return int(generator.get_logits()[0, -1].argmax())
+
+        return step(prompt), lambda token: step([token])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = runner_args()
     runner = OrtGenaiRunner(args.model, args.threads)
     import onnxruntime
-    serve(REPLY, {"w1": runner.w1, "w2": runner.w2, "top1": runner.top1},
+    serve_runner(REPLY, runner,
           {"runtime": "onnxruntime-genai", "version": og.__version__, "onnxruntime": onnxruntime.__version__})
 
 

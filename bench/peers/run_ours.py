@@ -2,10 +2,9 @@
 
 python bench/peers/run_ours.py --artifact DIR [--threads 2]
 """
-import argparse
 import time
 
-from runner_protocol import StreamTimer, claim_stdout, prefill_result, serve
+from runner_protocol import StreamTimer, claim_stdout, prefill_result, runner_args, serve_runner
 
 REPLY = claim_stdout()
 
@@ -72,13 +71,10 @@ class OursRunner:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--artifact", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = runner_args("--artifact")
     runner = OursRunner(args.artifact, args.threads)
     import onnxruntime
-    serve(REPLY, {"w1": runner.w1, "w2": runner.w2, "greedy": runner.greedy, "top1": runner.top1},
+    serve_runner(REPLY, runner,
           {"runtime": "mistralrs-compile (ours)", "isq": runner.artifact.isq, "onnxruntime": onnxruntime.__version__})
 
 

@@ -2,10 +2,9 @@
 
 python bench/peers/run_transformers.py --model HF_DIR [--threads 2]
 """
-import argparse
 import time
 
-from runner_protocol import StreamTimer, claim_stdout, prefill_result, serve
+from runner_protocol import StreamTimer, claim_stdout, prefill_result, runner_args, serve_runner
 
 REPLY = claim_stdout()
 
@@ -49,12 +48,9 @@ class TransformersRunner:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = runner_args()
     runner = TransformersRunner(args.model, args.threads)
-    serve(REPLY, {"w1": runner.w1, "w2": runner.w2, "top1": runner.top1},
+    serve_runner(REPLY, runner,
           {"runtime": "transformers (eager, fp32)", "version": transformers.__version__, "torch": torch.__version__})
 
 

@@ -5,6 +5,7 @@ read from stdin (`{"op": NAME, ...kwargs}`) with one line `{"ok": true, ...resul
 `{"ok": false, "error": "..."}`. `{"op": "quit"}` (or EOF) ends it. Only replies go to stdout: whatever a
 library prints is sent to stderr.
 """
+import argparse
 import json
 import os
 import sys
@@ -61,3 +62,32 @@ class StreamTimer:
 def prefill_result(num_prompt_tokens: int, seconds: float, **extra) -> dict:
     return {"prefill_s": seconds, "prefill_tok_s": num_prompt_tokens / seconds, "prompt_tokens": num_prompt_tokens,
             **extra}
+
+
+WORKLOADS = ("w1", "w2", "greedy", "top1")
+
+
+def runner_args(source_flag: str = "--model", threads: bool = True) -> argparse.Namespace:
+    """Every runner's command line: what to load, and (where it can be set) the compute threads."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument(source_flag, required=True)
+    if threads:
+        parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args()
+
+
+def serve_runner(reply, runner, info: dict) -> None:
+    """Serve every workload `runner` implements, as methods named after them."""
+    serve(reply, {op: getattr(runner, op) for op in WORKLOADS if hasattr(runner, op)}, info)
+
+
+def teacher_forced_top1(prompts: list[list[int]], continuations: list[list[int]], begin) -> dict:
+    """Argmax after each prompt and after each continuation token fed in turn.
+
+    begin(prompt) -> (argmax after the prompt, step), step(token) -> argmax after feeding that token.
+    """
+    rows = []
+    for prompt, continuation in zip(prompts, continuations):
+        first, step = begin(prompt)
+        rows.append([first, *(step(token) for token in continuation[:-1])])
+    return {"top1": rows}
