@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder import Attention, DecoderLM, DecoderLayer
+from .decoder import Attention, DecoderLM, DecoderLayer, rotate
 from .rope import cos_sin_tables
 
 
@@ -58,20 +58,12 @@ def _attention(attn: Attention, x, cos, sin, mask, cache):
     v = attn.v_proj(x).view(batch, seq, cfg.num_kv_heads, cfg.head_dim)
     if cfg.qk_norm:
         q, k = attn.q_norm(q), attn.k_norm(k)
-    q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
     rows = torch.arange(batch, device=x.device)[:, None]
     k_cache[rows, :, positions] = k  # advanced indices on dims 0 and 2: the value is [B, S, KV, D]
     v_cache[rows, :, positions] = v
     out = _grouped_attention(q, k_cache, v_cache, mask, cfg.num_kv_heads)
     return attn.o_proj(out.reshape(batch, seq, cfg.q_size))
-
-
-def _rotate(x, cos, sin):
-    # x: [B, S, H, D]; cos/sin: [B, S, D/2]
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    c, s = cos[:, :, None, :], sin[:, :, None, :]
-    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
 
 def _grouped_attention(q, k_cache, v_cache, mask, num_kv_heads: int):
