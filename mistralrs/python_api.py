@@ -1,6 +1,7 @@
 """The seed's in-process Python API: `Runner(which=Which.GGUF(...))` over the same engine the server uses."""
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 from .runtime.outputs import ChoiceDelta, RequestDone, RequestError
@@ -114,8 +115,6 @@ def _artifact_path(which, in_situ_quant: str | None) -> str:
     if isinstance(which, Which.Artifact):
         return which.path
     if isinstance(which, Which.GGUF):
-        from pathlib import Path
-
         model = Path(which.quantized_model_id) / which.quantized_filename if which.quantized_filename else which.quantized_model_id
         return str(cached_artifact(str(model), in_situ_quant, "onnxruntime", "cpu"))
     return str(cached_artifact(which.model_id, in_situ_quant, "onnxruntime", "cpu"))
