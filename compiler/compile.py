@@ -43,6 +43,7 @@ def compile_checkpoint(options: CompileOptions, checkpoint: Checkpoint | None = 
     backend = get_backend(options.backend, **options.backend_options)
     target = TargetHardware.parse(options.target)
     backend.check_target(target)
+    target = backend.resolve_target(target)
     checkpoint = checkpoint or load_checkpoint(options.model)
     cfg = DecoderConfig.from_hf(checkpoint.config)
     logger.info("compiling %s (%s, %d layers) isq=%s backend=%s target=%s",
@@ -106,13 +107,19 @@ def _manifest(checkpoint, cfg, scheme, records, backend, target, out, files, kep
         },
         "isq": _scheme_dict(scheme),
         "passes": [{"name": r.name, "rewrites": r.rewrites, "seconds": round(r.seconds, 3)} for r in records],
-        "backend": {"name": backend.name, "version": backend.version(), "options": backend.options(),
-                    "graph_files": graph_files},
+        "backend": _backend_section(backend, graph_files),
         "target": target.to_dict(),
         "files": sums,
         "servable_bytes": sum((out / f).stat().st_size for f in files),
         "source_bytes": sum((out / f).stat().st_size for f in kept_files),
     }
+
+
+def _backend_section(backend, graph_files: list[str]) -> dict:
+    section = {"name": backend.name, "version": backend.version(), "options": backend.options(),
+               "graph_files": graph_files}
+    details = backend.details()
+    return section | {"details": details} if details else section
 
 
 def _scheme_dict(scheme: IsqScheme | None) -> dict | None:

@@ -35,8 +35,10 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, help="GGUF file, HF model directory, or HF model id in the local cache")
     p.add_argument("-o", "--output", required=True, help="artifact directory to write (replaced atomically)")
     p.add_argument("--isq", default=None, help="ISQ type (Q4K, Q4_0, Q4_1, Q8_0, Q8_1, 4, 8); default: no quantization")
-    p.add_argument("--backend", default="onnxruntime")
-    p.add_argument("--target", default="cpu", help="cpu, cpu:<arch>[+isa...], cuda:sm_NN")
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime (default), tvm or inductor")
+    p.add_argument("--target", default="cpu",
+                   help="cpu, cpu:<arch>[+isa...], cuda:sm_NN (tvm: cpu compiles for this CPU's x86-64 level, "
+                        "cpu:x86_64+avx2 for x86-64-v3; cuda cross-compiles without a GPU)")
     p.add_argument("--matmul-accuracy", choices=["fp32", "mixed", "int8"], default="fp32",
                    help="onnxruntime: int8 activations (VNNI) in quantized matmuls: none, for 8-bit weights only, or all")
     p.add_argument("--no-keep-source", action="store_true", help="do not keep the source weights (disables /re_isq)")

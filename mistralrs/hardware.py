@@ -1,8 +1,11 @@
 """Target hardware: what an artifact is compiled for, what this machine offers, and whether they match."""
 import platform
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+GPU_PROBE = "import torch; print('sm_%d%d' % torch.cuda.get_device_capability() if torch.cuda.is_available() else '')"
 CPU_ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avx_vnni", "amx_tile")
 
 
@@ -56,11 +59,17 @@ def host_cpu() -> TargetHardware:
 
 
 def host_gpu() -> TargetHardware | None:
-    """The first CUDA device as "cuda:sm_NN", or None (torch is imported only for CUDA targets)."""
+    """The first CUDA device as "cuda:sm_NN", or None (torch is imported only for CUDA targets).
+
+    A process that does not use CUDA yet asks a child process: initializing CUDA here would break the processes this
+    one forks later (the server's master verifies the artifact, then forks the worker that runs it).
+    """
     import torch
 
-    if not torch.cuda.is_available():
-        return None
+    if not torch.cuda.is_initialized():
+        probe = subprocess.run([sys.executable, "-c", GPU_PROBE], capture_output=True, text=True, timeout=300)
+        arch = probe.stdout.strip()
+        return TargetHardware("cuda", arch) if probe.returncode == 0 and arch else None
     major, minor = torch.cuda.get_device_capability()
     return TargetHardware("cuda", f"sm_{major}{minor}")
 

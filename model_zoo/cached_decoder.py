@@ -41,8 +41,8 @@ class CachedDecoder(nn.Module):
             cache = (k_cache[:, index], v_cache[:, index], positions)
             x = _layer_forward(layer, x, cos, sin, mask, cache)
         x = self.model.norm(x[:, -1])
-        head = self.model.embed_tokens.weight if self.cfg.tie_word_embeddings else self.lm_head.weight
-        return (x @ head.T).float()
+        logits = self.lm_head(x) if hasattr(self, "lm_head") else x @ self.model.embed_tokens.weight.T
+        return logits.float()
 
 
 def _layer_forward(layer: DecoderLayer, x, cos, sin, mask, cache):

@@ -7,7 +7,7 @@ NOT_INSTALLABLE = {
 
 
 def available_backends() -> list[str]:
-    return ["onnxruntime", "inductor"]
+    return ["onnxruntime", "inductor", "tvm"]
 
 
 def get_backend(name: str, **options) -> Backend:
@@ -20,5 +20,9 @@ def get_backend(name: str, **options) -> Backend:
         from .inductor import InductorBackend
 
         return InductorBackend(**options)
+    if key == "tvm":
+        from .tvm import TvmBackend
+
+        return TvmBackend(**options)
     reason = NOT_INSTALLABLE.get(key, f"unknown backend {name!r}")
     raise UnsupportedTarget(f"{reason}; available backends: {', '.join(available_backends())}")

@@ -25,6 +25,14 @@ class Backend(ABC):
     def check_target(self, target: TargetHardware) -> None:
         """Raise UnsupportedTarget if this backend cannot compile for `target`."""
 
+    def resolve_target(self, target: TargetHardware) -> TargetHardware:
+        """The target the artifact records (a backend may pin down what running it requires)."""
+        return target
+
+    def details(self) -> dict:
+        """What the manifest records about how the backend compiled (not compile options)."""
+        return {}
+
     @abstractmethod
     def lower(self, graph: Graph, out_dir: Path) -> list[str]:
         """Write the graph files into `out_dir`; return their names relative to it."""

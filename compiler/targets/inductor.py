@@ -4,10 +4,19 @@ Two .pt2 packages per artifact, `prefill.pt2` (dynamic batch and length) and `de
 dynamic batch), share one weight file by default: the packages are built without their constants, and the runtime
 loads `weights.safetensors` once and hands the same tensors to both (`shared_weights=False` embeds them instead).
 A .pt2 runs only under the torch version that built it, so CUDA artifacts are compiled on the GPU machine;
-the manifest records the versions. Known issue: on the GPU machine (torch 2.11+cu130) loading any CUDA .pt2,
-even a one-Linear package, segfaults in AOTIModelPackageLoader (bench/results/gpu-20261122.md).
+the manifest records the versions. ISQ is weight-only (ops/weight_only.py): 8-bit schemes give int8 per output
+channel, 4-bit schemes tinygemm int4 on the scheme's groups; the LM head is int8 either way, the embedding table
+stays in `dtype`.
+
+Before compiling, a one-Linear package is built and loaded in a child process: a package built by a C++ compiler
+whose libstdc++ differs from the one torch runs with compiles fine and then segfaults at load (std::regex in
+parse_device_str), which must be a compile error here, not a crash when serving.
 """
+import functools
 import logging
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +25,9 @@ import torch
 from ...hardware import TargetHardware
 from ...model_zoo.cached_decoder import CachedDecoder
 from ...model_zoo.decoder import DecoderLM
+from ...ops.weight_only import quantize_linears, quantized_linear
 from ..ir import Graph
+from ..isq import SCHEMES, IsqScheme
 from .base import Backend, UnsupportedTarget
 
 logger = logging.getLogger("mistralrs.compiler")
@@ -41,6 +52,7 @@ class InductorBackend(Backend):
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         self.dtype, self.max_batch, self.shared_weights = dtype, max_batch, shared_weights
         self.target: TargetHardware | None = None
+        self.weight_only: dict | None = None
 
     def version(self) -> str:
         return torch.__version__
@@ -48,6 +60,7 @@ class InductorBackend(Backend):
     def options(self) -> dict:
         device = self.target.device if self.target else "cpu"
         options = {"dtype": self._dtype_name(), "max_batch": self.max_batch, "torch": torch.__version__,
+                   "cxx": _cxx(), "weight_only": self.weight_only,
                    "entry_points": {"prefill": PREFILL_FILE, "decode": DECODE_FILE},
                    "weights": WEIGHTS_FILE if self.shared_weights else None}
         if device == "cuda":
@@ -62,19 +75,20 @@ class InductorBackend(Backend):
             major, minor = torch.cuda.get_device_capability()
             if f"sm_{major}{minor}" != target.arch:
                 raise UnsupportedTarget(f"this GPU is sm_{major}{minor}, not the requested {target.label}")
+        check_toolchain(target.device)
         self.target = target
 
     def lower(self, graph: Graph, out_dir: Path) -> list[str]:
         raise UnsupportedTarget("backend inductor compiles from the checkpoint, not the IR graph")
 
     def lower_checkpoint(self, checkpoint, cfg, scheme, out_dir: Path) -> list[str]:
-        if scheme is not None:
-            raise UnsupportedTarget(f"backend inductor does not implement ISQ yet (asked for {scheme.name})")
         from safetensors.torch import save_file
 
         device = "cuda" if self.target and self.target.device == "cuda" else "cpu"
         lm = DecoderLM.from_tensors(cfg, checkpoint.load_tensor, checkpoint.tensor_names())
         model = CachedDecoder(lm.to(device=device, dtype=getattr(torch, self._dtype_name()))).eval()
+        if scheme is not None:
+            self.weight_only = quantize_weights(model, scheme)
         shared = self.shared_weights
         if shared:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
@@ -86,6 +100,41 @@ class InductorBackend(Backend):
 
     def _dtype_name(self) -> str:
         return self.dtype or ("bfloat16" if self.target and self.target.device == "cuda" else "float32")
+
+
+def quantize_weights(model: CachedDecoder, scheme: IsqScheme) -> dict:
+    """Weight-only ISQ in place: the decoder layers' linears at `scheme`, the LM head int8."""
+    start = time.perf_counter()
+    count = quantize_linears(model.model.layers, scheme)
+    head = model.lm_head.weight if hasattr(model, "lm_head") else model.model.embed_tokens.weight
+    model.lm_head = quantized_linear(head.data, None, SCHEMES["Q8_0"])
+    layers = "int8 per output channel" if scheme.bits == 8 else f"int4 tinygemm, groups of {scheme.block_size}"
+    logger.info("quantized %d linears (%s) and the LM head (int8) in %.1fs", count, layers,
+                time.perf_counter() - start)
+    return {"layers": layers, "lm_head": "int8 per output channel", "embedding": "unquantized"}
+
+
+@functools.cache
+def check_toolchain(device: str) -> None:
+    """Once per process and device: build and load a one-Linear package in a child process; raise UnsupportedTarget if it cannot load."""
+    script = ("import torch; m = torch.nn.Linear(32, 32).to(%r); x = torch.randn(2, 32, device=%r); "
+              "p = torch._inductor.aoti_compile_and_package(torch.export.export(m, (x,)), package_path=%r); "
+              "torch._inductor.aoti_load_package(p)(x)")
+    with tempfile.TemporaryDirectory() as tmp:
+        code = script % (device, device, str(Path(tmp) / "probe.pt2"))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        how = f"died with signal {-result.returncode}" if result.returncode < 0 else "failed"
+        tail = result.stderr.strip().splitlines()[-1:] or [""]
+        raise UnsupportedTarget(f"AOTInductor cannot build loadable packages here: a one-Linear package built with the "
+                                f"C++ compiler {_cxx()} {how} when loaded ({tail[0]}). If that compiler's libstdc++ "
+                                f"differs from torch's, point CXX at the system compiler (e.g. CXX=/usr/bin/g++)")
+
+
+def _cxx() -> str:
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.cpp.cxx[-1]
 
 
 def example_inputs(model: CachedDecoder, batch: int, seq: int):

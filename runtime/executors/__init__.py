@@ -12,4 +12,9 @@ def create_executor(artifact: Artifact, max_slots: int, max_seq_len: int, thread
         from .inductor import InductorExecutor
 
         return InductorExecutor(artifact, max_slots, max_seq_len, threads)
-    raise ArtifactError(f"artifact backend {artifact.backend!r} is not supported by this runtime; supported: onnxruntime, inductor")
+    if artifact.backend == "tvm":
+        from .tvm import TvmExecutor
+
+        return TvmExecutor(artifact, max_slots, max_seq_len, threads)
+    raise ArtifactError(f"artifact backend {artifact.backend!r} is not supported by this runtime; "
+                        "supported: onnxruntime, inductor, tvm")

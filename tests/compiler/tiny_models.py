@@ -83,9 +83,10 @@ def save_checkpoint(directory: Path, model, tokenizer: Tokenizer) -> Path:
 
 
 def compile_tiny(checkpoint: Path, output: Path, isq: str | None = None,
-                 disabled_passes: frozenset[str] = frozenset(), matmul_accuracy: str = "fp32") -> dict:
+                 disabled_passes: frozenset[str] = frozenset(), matmul_accuracy: str = "fp32",
+                 backend: str = "onnxruntime", target: str = "cpu") -> dict:
     options = CompileOptions(model=str(checkpoint), output=output, isq=isq, keep_source=False,
-                             disabled_passes=disabled_passes, progress=False,
+                             disabled_passes=disabled_passes, progress=False, backend=backend, target=target,
                              backend_options={"matmul_accuracy": matmul_accuracy})
     return compile_checkpoint(options)
 
