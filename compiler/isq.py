@@ -11,7 +11,7 @@ class IsqScheme:
     block_size: int
     symmetric: bool
     float_zero_point: bool = False
-    refine: bool = False  # least-squares search of scale/zero point per block (K-quant style)
+    refine: bool = False  # per-block search of scale (and zero point) for the least squared error (K-quant style)
     embedding_scheme: str | None = None  # token embedding / tied LM head kept at this scheme (like llama.cpp's Q4_K_M)
 
 
@@ -22,7 +22,7 @@ SCHEMES = {
         IsqScheme("Q4_1", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=False, float_zero_point=True),
         IsqScheme("Q4K", bits=4, block_size=32, embedding_scheme="Q8_0", symmetric=False, float_zero_point=True,
                   refine=True),
-        IsqScheme("Q8_0", bits=8, block_size=32, symmetric=True),
+        IsqScheme("Q8_0", bits=8, block_size=32, symmetric=True, refine=True),
         IsqScheme("Q8_1", bits=8, block_size=32, symmetric=False),
     )
 }
