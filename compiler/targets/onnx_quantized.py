@@ -3,8 +3,9 @@
 ORT's MatMulNBits is fast for 4-bit weights with integer (or no) zero points, and for 8-bit weights only with
 int8 activations. Two exact rewrites keep other weights on fast paths:
 - float zero points: w = (q - z) s = (q - 8) s + (8 - z) s, a zero-point-free term plus a per-block constant;
-- 8-bit codes with fp32 activations: q = 16 hi + lo, so w = 16 s (hi - 8) + s (lo - 8) + (136 - z) s, two 4-bit
-  terms plus a per-block constant.
+- 8-bit codes with fp32 activations: q = 16 hi + lo, so w = s (16 (hi - 8) + (lo - 0)) + (128 - z) s: two 4-bit
+  terms on one scale table (the high one reads 16 x), the low one with zero points 0, and a per-block constant only
+  for asymmetric codes (z != 128).
 A per-block constant C[n, b] contributes blocksum(x)[b] @ C[n, b] to the output.
 """
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class KernelTerm:
     scales: np.ndarray
     zero_points: np.ndarray | None  # uint8 codes [N, num_blocks]
     bits: int
+    input_scale: float = 1.0  # the term multiplies input_scale * x
     names: dict[str, str] = field(default_factory=dict)  # the initializers a lowering made for it
 
     def packed_zero_points(self) -> np.ndarray | None:
@@ -48,6 +50,8 @@ def kernel_form(qt: QuantizedTensor, int8_activations: bool) -> KernelForm:
 def _nibble_split(qt: QuantizedTensor) -> KernelForm:
     codes = unpack(qt.packed, 8)
     high, low = codes >> 4, codes & 0x0F
-    zero = np.float32(128) if qt.zero_points is None else qt.zero_points.astype(np.float32)
-    terms = [KernelTerm(pack(high, 4), 16 * qt.scales, None, 4), KernelTerm(pack(low, 4), qt.scales, None, 4)]
-    return KernelForm(terms, ((136 - zero) * qt.scales).astype(np.float32))
+    terms = [KernelTerm(pack(high, 4), qt.scales, None, 4, input_scale=16.0),
+             KernelTerm(pack(low, 4), qt.scales, np.zeros(qt.scales.shape, np.uint8), 4)]
+    if qt.zero_points is None:
+        return KernelForm(terms, None)
+    return KernelForm(terms, ((128 - qt.zero_points.astype(np.float32)) * qt.scales).astype(np.float32))

@@ -91,10 +91,13 @@ class OnnxLowering:
                                       w.node("Unsqueeze", [high, w.constant(np.array([-1]))])[0]], axis=-1)[0]
             rows = w.node("Reshape", [pairs, w.constant(np.array([0, 0, qt.num_blocks, qt.block_size]))])[0]
         codes = w.node("Cast", [rows], to=TensorProto.FLOAT)[0]
-        zero = (w.constant(np.float32(2 ** (term.bits - 1))) if term.zero_points is None
-                else self._gather_blocks(term.names["zero_rows"], ids, block_shape))
-        scales = self._gather_blocks(term.names["scales"], ids, block_shape)
-        return w.node("Mul", [w.node("Sub", [codes, zero])[0], scales])[0]
+        if term.zero_points is None:
+            codes = w.node("Sub", [codes, w.constant(np.float32(2 ** (term.bits - 1)))])[0]
+        elif "zero_rows" in term.names:
+            codes = w.node("Sub", [codes, self._gather_blocks(term.names["zero_rows"], ids, block_shape)])[0]
+        if term.input_scale != 1.0:
+            codes = w.node("Mul", [codes, w.constant(np.float32(term.input_scale))])[0]
+        return w.node("Mul", [codes, self._gather_blocks(term.names["scales"], ids, block_shape)])[0]
 
     def _gather_blocks(self, table: str, ids: str, block_shape: str) -> str:
         return self.w.node("Reshape", [self.w.node("Gather", [table, ids])[0], block_shape])[0]
@@ -149,7 +152,8 @@ class OnnxLowering:
         outputs = []
         for term in form.terms:
             zero = [term.names["zero_points"]] if term.zero_points is not None else []
-            outputs += self.w.node("MatMulNBits", [x, term.names["packed"], term.names["scales"], *zero], domain=MS_DOMAIN,
+            scaled = x if term.input_scale == 1.0 else self.w.node("Mul", [x, self.w.constant(np.float32(term.input_scale))])[0]
+            outputs += self.w.node("MatMulNBits", [scaled, term.names["packed"], term.names["scales"], *zero], domain=MS_DOMAIN,
                                    K=k, N=n, bits=term.bits, block_size=qt.block_size,
                                    accuracy_level=self.accuracy_levels[term.bits])
         if form.block_constant is not None:
@@ -172,9 +176,11 @@ class OnnxLowering:
         for i, term in enumerate(form.terms):
             prefix = f"{name}.t{i}"
             term.names["packed"] = self.w.initializer(prefix + ".packed", term.packed)
-            term.names["scales"] = self.w.initializer(prefix + ".scales", term.scales)
+            shared = next((t for t in form.terms[:i] if t.scales is term.scales), None)
+            term.names["scales"] = shared.names["scales"] if shared else self.w.initializer(prefix + ".scales", term.scales)
             if term.zero_points is not None and for_rows:
-                term.names["zero_rows"] = self.w.initializer(prefix + ".zero_rows", term.zero_points.astype(np.float32))
+                if term.zero_points.any():  # all-zero points need no table: the codes are the values
+                    term.names["zero_rows"] = self.w.initializer(prefix + ".zero_rows", term.zero_points.astype(np.float32))
             elif term.zero_points is not None:
                 term.names["zero_points"] = self.w.initializer(prefix + ".zero_points", term.packed_zero_points())
         if form.block_constant is not None and for_rows:

@@ -94,14 +94,28 @@ def test_4bit_packing_is_low_nibble_first():
     assert pack_zero_points(np.array([[1, 2, 3]], np.uint8), 8).tolist() == [[1, 2, 3]]
 
 
-@pytest.mark.parametrize("name, qtype", [("Q8_0", QType.Q8_0), ("Q4_0", QType.Q4_0)])
-def test_symmetric_kernels_round_like_ggml(name, qtype):
+def test_q4_0_rounds_like_ggml():
     """Same codes as ggml; ggml stores each block scale as fp16, so compare with our scales rounded to fp16."""
     weight = random_weight((16, 256))
-    ggml = gguf.quants.dequantize(gguf.quants.quantize(weight, qtype), qtype)
-    qt = scheme_quantize(weight, name)
+    ggml = gguf.quants.dequantize(gguf.quants.quantize(weight, QType.Q4_0), QType.Q4_0)
+    qt = scheme_quantize(weight, "Q4_0")
     ours = dequantize(dataclasses.replace(qt, scales=qt.scales.astype(np.float16).astype(np.float32)))
     np.testing.assert_allclose(ours, ggml, rtol=1e-6, atol=0)
+
+
+def test_q8_0_scale_search_never_loses_to_ggml_and_keeps_a_q8_0_grid():
+    """Q8_0 searches each block's scale for the least squared error: no block is worse than ggml's |max| / 127,
+    weights already on a Q8_0 grid stay exact, and a Q4_1 grid (SmolLM2's layers) comes out far closer."""
+    weight = random_weight((16, 256))
+    ggml = gguf.quants.dequantize(gguf.quants.quantize(weight, QType.Q8_0), QType.Q8_0)
+    ours = dequantize(scheme_quantize(weight, "Q8_0"))
+    block_error = lambda w: np.square(w - weight).reshape(16, -1, 32).sum(-1)  # noqa: E731
+    assert (block_error(ours) <= block_error(ggml) * (1 + 1e-3)).all()
+    np.testing.assert_allclose(dequantize(scheme_quantize(ggml, "Q8_0")), ggml, rtol=0, atol=1e-6)
+    grid = gguf.quants.dequantize(gguf.quants.quantize(weight, QType.Q4_1), QType.Q4_1)
+    plain = dequantize(quantize(grid, 8, 32, symmetric=True))
+    searched = dequantize(scheme_quantize(grid, "Q8_0"))
+    assert np.square(searched - grid).sum() < 0.5 * np.square(plain - grid).sum()
 
 
 def test_float_zero_points_reproduce_a_q4_1_grid():

@@ -116,9 +116,8 @@ def agreement_table(matches: dict[str, np.ndarray]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Q4_1 and Q4K (float zero points) reproduce the GGUF's Q4_1 grid exactly; Q8_0 (symmetric, ggml's rounding)
-# re-quantizes it, and its misses are near-ties (top-2 logits within 0.2).
-@pytest.mark.xfail(strict=True, reason="measured 0.9766 (500/512) < 0.98: Q8_0 re-quantizes the Q4_1 grid, see issue")
+# Q4_1 and Q4K (float zero points) reproduce the GGUF's Q4_1 grid exactly; Q8_0 (symmetric) re-quantizes it, with a
+# per-block scale search (ggml's |max| / 127 rounding measured 0.9766 here; the search 0.9941).
 def test_q8_0_agrees_with_fp32(agreement):
     assert agreement["Q8_0"] >= 0.98
 
