@@ -190,12 +190,16 @@ class OnnxLowering:
         return form
 
     def _block_sums(self, x: str, k: int, block_size: int) -> str:
-        """Sums of x over each block of K, [..., K] -> [..., ceil(K / block_size)], as one MatMul with a 0/1
-        block-membership matrix (one small op instead of a reshape and a reduction)."""
-        membership = np.zeros((k, -(-k // block_size)), np.float32)
-        membership[np.arange(k), np.arange(k) // block_size] = 1.0
-        table = self.w.initializer(f"block_membership.{k}.{block_size}", membership)
-        return self.w.node("MatMul", [x, table])[0]
+        """Sums of x over each block of K: [..., K] -> [..., ceil(K / block_size)]. (A MatMul with a 0/1 membership
+        matrix is one op instead of two but measured about 2x slower per decode step on ORT's CPU provider.)"""
+        w = self.w
+        padding = -k % block_size
+        if padding:
+            pads = np.zeros(2 * self.rank[x], np.int64)
+            pads[-1] = padding
+            x = w.node("Pad", [x, w.constant(pads)])[0]
+        blocks = w.node("Reshape", [x, w.constant(np.array([0] * (self.rank[x] - 1) + [-1, block_size]))])[0]
+        return w.node("ReduceSum", [blocks, w.constant(np.array([-1]))], keepdims=0)[0]
 
     def _split(self, node: Node) -> None:
         self.w.node("Split", [node.inputs[0], self.w.constant(np.array(node.attrs["sizes"]))], node.outputs, axis=-1)
