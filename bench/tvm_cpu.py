@@ -19,16 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cpu import MAX_NEW, W1_MESSAGES, W2_TEXT, W2_TOKENS
 
 BENCH = Path(__file__).resolve().parent
 BACKENDS = ("onnxruntime", "tvm")
-W1_MESSAGES = [{"role": "user", "content": "Write a story about Rust error handling."}]
-W1_TOKENS = 128
-W2_TOKENS = 512
-W2_TEXT = ("Rust groups errors into two major categories: recoverable and unrecoverable errors. For a recoverable "
-           "error, such as a file not found error, we most likely just want to report the problem to the user and "
-           "retry the operation. Unrecoverable errors are always symptoms of bugs, like trying to access a location "
-           "beyond the end of an array, and so we want to immediately stop the program. ")
+W1_TOKENS = MAX_NEW
 
 
 def parse_args() -> argparse.Namespace:

@@ -2,13 +2,11 @@
 prefill plus 16 greedy decode steps, every step's logits within 1e-3 and the same greedy tokens."""
 import numpy as np
 import pytest
-from tiny_models import (DECODE_STEPS, SPECS, VOCAB_SIZE, eager_model, executor_for, greedy_run, teacher_forced,
+from tiny_models import (DECODE_STEPS, SPECS, assert_parity, eager_model, executor_for, greedy_run, teacher_forced,
                          transformers_logits)
 
 from mistralrs.compiler.loaders import load_checkpoint
 from mistralrs.runtime.artifact import open_artifact
-
-TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +19,6 @@ def greedy(request, tiny_artifact, prompt) -> tuple[str, list[int], np.ndarray]:
     """(family, greedy tokens, their logits [17, V]) of the family's fp32 artifact."""
     tokens, logits = greedy_run(executor_for(tiny_artifact(request.param)), prompt)
     return request.param, tokens, logits
-
-
-def assert_parity(logits: np.ndarray, reference: np.ndarray, tokens: list[int]) -> None:
-    per_step = np.abs(logits - reference).max(axis=-1)
-    assert logits.shape == reference.shape == (DECODE_STEPS + 1, VOCAB_SIZE)
-    assert per_step.max() < TOLERANCE, f"max-abs logit difference per step: {per_step}"
-    assert reference.argmax(-1).tolist() == tokens
 
 
 def test_matches_eager_decoder(greedy, tiny_checkpoint, prompt):

@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 import pytest
-from tiny_models import (DECODE_STEPS, SPECS, VOCAB_SIZE, batched_decode, eager_model, executor_for, greedy_run,
-                         teacher_forced, transformers_logits)
+from tiny_models import (SPECS, assert_parity, batched_decode, eager_model, executor_for, greedy_run, teacher_forced,
+                         transformers_logits)
 
 from mistralrs.cli import main
 from mistralrs.compiler.isq import parse_isq
@@ -39,13 +39,6 @@ def tvm_artifact(tiny_artifact):
 def greedy(request, tvm_artifact, prompt) -> tuple[str, list[int], np.ndarray]:
     tokens, logits = greedy_run(executor_for(tvm_artifact(request.param)), prompt)
     return request.param, tokens, logits
-
-
-def assert_parity(logits: np.ndarray, reference: np.ndarray, tokens: list[int]) -> None:
-    per_step = np.abs(logits - reference).max(axis=-1)
-    assert logits.shape == reference.shape == (DECODE_STEPS + 1, VOCAB_SIZE)
-    assert per_step.max() < TOLERANCE, f"max-abs logit difference per step: {per_step}"
-    assert reference.argmax(-1).tolist() == tokens
 
 
 def test_fp32_matches_eager_decoder(greedy, tiny_checkpoint, prompt):

@@ -159,3 +159,14 @@ def transformers_logits(checkpoint: Path):
 
 def max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max())
+
+
+PARITY_TOLERANCE = 1e-3
+
+
+def assert_parity(logits: np.ndarray, reference: np.ndarray, tokens: list[int]) -> None:
+    """[DECODE_STEPS + 1, V] logits within PARITY_TOLERANCE of the reference at every step, same greedy tokens."""
+    per_step = np.abs(logits - reference).max(axis=-1)
+    assert logits.shape == reference.shape == (DECODE_STEPS + 1, VOCAB_SIZE)
+    assert per_step.max() < PARITY_TOLERANCE, f"max-abs logit difference per step: {per_step}"
+    assert reference.argmax(-1).tolist() == tokens
