@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .quantize import quantize, unpack
+from .triton_int8 import int8_linear
 
 INT4_INNER_K_TILES = (8, 4, 2)
 
 
 class Int8Linear(nn.Module):
-    """y = (x @ q.T) * scale (+ bias): int8 codes, one symmetric scale per output row."""
+    """y = (x @ q.T) * scale (+ bias): int8 codes, one symmetric scale per output row (on CUDA a Triton kernel,
+    ops/triton_int8.py, that reads the codes as they are)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -26,7 +28,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.qweight.to(x.dtype)) * self.scale
+        if x.is_cuda:
+            rows = x.reshape(-1, x.shape[-1]).contiguous()
+            y = int8_linear()(rows, self.qweight, self.scale).reshape(*x.shape[:-1], -1)
+        else:
+            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale
         return y if self.bias is None else y + self.bias
 
 
