@@ -13,6 +13,12 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def prompt(tiny_tokenizer) -> list[int]:
+    """The tiny models' test prompt."""
+    return tiny_tokenizer.encode("hello world, the quick brown fox").ids
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_tokenizer):
     """tiny_checkpoint(name) -> HF directory of SPECS[name], saved once per session."""
     saved: dict[str, Path] = {}

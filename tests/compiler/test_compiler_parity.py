@@ -1,5 +1,8 @@
-"""fp32 artifacts of every supported family against the eager PyTorch decoder and against transformers itself:
-prefill plus 16 greedy decode steps, every step's logits within 1e-3 and the same greedy tokens."""
+"""fp32 artifacts of every supported family, from every CPU backend that lowers the IR, against the eager PyTorch
+decoder and against transformers itself: prefill plus 16 greedy decode steps, every step's logits within 1e-3 and
+the same greedy tokens."""
+import itertools
+
 import numpy as np
 import pytest
 from tiny_models import (DECODE_STEPS, SPECS, assert_parity, eager_model, executor_for, greedy_run, teacher_forced,
@@ -9,16 +12,15 @@ from mistralrs.compiler.loaders import load_checkpoint
 from mistralrs.runtime.artifact import open_artifact
 
 
-@pytest.fixture(scope="module")
-def prompt(tiny_tokenizer) -> list[int]:
-    return tiny_tokenizer.encode("hello world, the quick brown fox").ids
+BACKENDS = ("onnxruntime", "tvm")
 
 
-@pytest.fixture(scope="module", params=list(SPECS))
+@pytest.fixture(scope="module", params=list(itertools.product(BACKENDS, SPECS)), ids="-".join)
 def greedy(request, tiny_artifact, prompt) -> tuple[str, list[int], np.ndarray]:
-    """(family, greedy tokens, their logits [17, V]) of the family's fp32 artifact."""
-    tokens, logits = greedy_run(executor_for(tiny_artifact(request.param)), prompt)
-    return request.param, tokens, logits
+    """(family, greedy tokens, their logits [17, V]) of the family's fp32 artifact from one backend."""
+    backend, family = request.param
+    tokens, logits = greedy_run(executor_for(tiny_artifact(family, backend=backend)), prompt)
+    return family, tokens, logits
 
 
 def test_matches_eager_decoder(greedy, tiny_checkpoint, prompt):

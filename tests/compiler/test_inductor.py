@@ -35,11 +35,6 @@ def agreement(artifact, prompt: list[int], reference_tokens: list[int]) -> float
 
 
 @pytest.fixture(scope="module")
-def prompt(tiny_tokenizer) -> list[int]:
-    return tiny_tokenizer.encode("hello world, the quick brown fox").ids
-
-
-@pytest.fixture(scope="module")
 def cpu_artifact(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("inductor") / "llama-untied"
     compile_inductor(tiny_checkpoint("llama-untied"), out, "cpu")

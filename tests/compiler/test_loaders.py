@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType as QType
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tiny_models import train_tokenizer
+from tokenizers import Tokenizer
 
 from mistralrs.compiler.checkpoint import CheckpointError
 from mistralrs.compiler.loaders import load_checkpoint
@@ -38,15 +39,7 @@ QUANT_TOLERANCE = {QType.F32: 0.0, QType.F16: 1e-3, QType.BF16: 1e-2, QType.Q8_0
 
 @pytest.fixture(scope="module")
 def bpe() -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(["hello world, the quick brown fox jumps over the lazy dog"] * 20, trainer)
-    return tokenizer
+    return train_tokenizer()
 
 
 def tiny_model(arch: str, tie: bool = False, dtype=torch.float32):

@@ -8,9 +8,9 @@ STORY = [{"role": "user", "content": "Write a short story about a lighthouse kee
 
 
 @pytest.fixture(scope="module")
-def tvm_client(smollm2_tvm_artifact, tmp_path_factory):
+def tvm_client(smollm2_artifact, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("e2e-tvm") / "server.log"
-    server = LiveServer(["--artifact", str(smollm2_tvm_artifact("Q4K")), "--threads", "2", "--max-batch", "4",
+    server = LiveServer(["--artifact", str(smollm2_artifact("Q4K", backend="tvm")), "--threads", "2", "--max-batch", "4",
                          "--max-seq-len", "512"], log_path)
     try:
         server.wait_until_healthy(120)
