@@ -69,16 +69,14 @@ def _symmetric(blocks: np.ndarray, bits: int):
         scales = np.take_along_axis(blocks, index, axis=-1)[..., 0] / -half
     else:
         scales = np.abs(blocks).max(axis=-1) / (half - 1)
-    inverse = np.divide(1.0, scales, out=np.zeros_like(scales), where=scales != 0)
-    codes = np.clip(np.rint(blocks * inverse[..., None]) + half, 0, 2 * half - 1)
-    return codes.astype(np.uint8), scales.astype(np.float32), None
+    return _symmetric_codes(blocks, scales, half), scales.astype(np.float32), None
 
 
 def _search_symmetric(blocks, codes, scales, bits: int, refits: int = 2):
     """Per block, the scale with the least squared error among the default one, |max| / L for L a little below
     the top code, and least-squares refits; helps most on weights that already sit on a coarser grid."""
     half = 2 ** (bits - 1)
-    error = _symmetric_error(blocks, codes, scales, half)
+    error = _block_error(blocks, codes, scales, np.float32(half))
     inexact = error > 0  # blocks the default scale already reproduces (a Q8_0 source) are left alone
     sub = blocks[inexact]
     amax = np.abs(sub).max(axis=-1)
@@ -94,7 +92,7 @@ def _search_symmetric(blocks, codes, scales, bits: int, refits: int = 2):
 
 def _keep_better(blocks, best, scales, half: int):
     codes, scales = _symmetric_codes(blocks, scales, half), scales.astype(np.float32)
-    err = _symmetric_error(blocks, codes, scales, half)
+    err = _block_error(blocks, codes, scales, np.float32(half))
     better = err < best[2]
     return (np.where(better[..., None], codes, best[0]), np.where(better, scales, best[1]), np.minimum(err, best[2]))
 
@@ -102,10 +100,6 @@ def _keep_better(blocks, best, scales, half: int):
 def _symmetric_codes(blocks, scales, half: int) -> np.ndarray:
     inverse = np.divide(1.0, scales, out=np.zeros_like(scales), where=scales != 0)
     return np.clip(np.rint(blocks * inverse[..., None]) + half, 0, 2 * half - 1).astype(np.uint8)
-
-
-def _symmetric_error(blocks, codes, scales, half: int) -> np.ndarray:
-    return np.square((codes.astype(np.float32) - half) * scales[..., None] - blocks).sum(-1)
 
 
 def _symmetric_refit(blocks, codes, scales, half: int) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Weight-only quantized linear layers for the torch backends (inductor): int8 per output channel, int4 group-wise.
 
-int4 runs on torch's tinygemm kernels (`_weight_int4pack_mm` on CUDA, `_weight_int4pack_mm_for_cpu` on CPU), whose
-packed layout is device-specific, so weights are packed on the device the artifact targets. Both layers keep their
-tensors as buffers: torch.export lifts them into constants that the inductor artifact stores beside its packages.
+On CUDA, int8 runs our Triton kernel (ops/triton_int8.py) and int4 torch's tinygemm kernel, whose packed layout is
+device-specific, so weights are packed on the device the artifact targets; on CPU both dequantize in the graph. Both
+layers keep their tensors as buffers: torch.export lifts them into constants that the inductor artifact stores
+beside its packages.
 """
 import numpy as np
 import torch

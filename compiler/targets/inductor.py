@@ -25,9 +25,9 @@ import torch
 from ...hardware import TargetHardware
 from ...model_zoo.cached_decoder import CachedDecoder
 from ...model_zoo.decoder import DecoderLM
-from ...ops.weight_only import quantize_linears, quantized_linear
+from ...ops.weight_only import Int8Linear, quantize_linears
 from ..ir import Graph
-from ..isq import SCHEMES, IsqScheme
+from ..isq import IsqScheme
 from .base import Backend, UnsupportedTarget
 
 logger = logging.getLogger("mistralrs.compiler")
@@ -107,7 +107,7 @@ def quantize_weights(model: CachedDecoder, scheme: IsqScheme) -> dict:
     start = time.perf_counter()
     count = quantize_linears(model.model.layers, scheme)
     head = model.lm_head.weight if hasattr(model, "lm_head") else model.model.embed_tokens.weight
-    model.lm_head = quantized_linear(head.data, None, SCHEMES["Q8_0"])
+    model.lm_head = Int8Linear(head.data, None)
     layers = "int8 per output channel" if scheme.bits == 8 else f"int4 tinygemm, groups of {scheme.block_size}"
     logger.info("quantized %d linears (%s) and the LM head (int8) in %.1fs", count, layers,
                 time.perf_counter() - start)
@@ -116,7 +116,8 @@ def quantize_weights(model: CachedDecoder, scheme: IsqScheme) -> dict:
 
 @functools.cache
 def check_toolchain(device: str) -> None:
-    """Once per process and device: build and load a one-Linear package in a child process; raise UnsupportedTarget if it cannot load."""
+    """Once per process and device: build and load a one-Linear package in a child process; raise UnsupportedTarget
+    if it cannot load."""
     script = ("import torch; m = torch.nn.Linear(32, 32).to(%r); x = torch.randn(2, 32, device=%r); "
               "p = torch._inductor.aoti_compile_and_package(torch.export.export(m, (x,)), package_path=%r); "
               "torch._inductor.aoti_load_package(p)(x)")
