@@ -3,7 +3,8 @@
 Two .pt2 packages per artifact, `prefill.pt2` (dynamic batch and length) and `decode.pt2` (one token a row,
 dynamic batch), share one weight file by default: the packages are built without their constants, and the runtime
 loads `weights.safetensors` once and hands the same tensors to both (`shared_weights=False` embeds them instead).
-A .pt2 runs only under the torch version that built it, so CUDA artifacts are compiled on the GPU machine;
+The decoder is model_zoo's CachedDecoder: q/k/v and gate/up packed into one matmul each, decode attention by
+ops/decode_attention.py (a Triton kernel on CUDA). A .pt2 runs only under the torch version that built it, so CUDA artifacts are compiled on the GPU machine;
 the manifest records the versions. ISQ is weight-only (ops/weight_only.py): 8-bit schemes give int8 per output
 channel, 4-bit schemes tinygemm int4 on the scheme's groups; the LM head is int8 either way, the embedding table
 stays in `dtype`.
@@ -105,8 +106,8 @@ class InductorBackend(Backend):
 def quantize_weights(model: CachedDecoder, scheme: IsqScheme) -> dict:
     """Weight-only ISQ in place: the decoder layers' linears at `scheme`, the LM head int8."""
     start = time.perf_counter()
-    count = quantize_linears(model.model.layers, scheme)
-    head = model.lm_head.weight if hasattr(model, "lm_head") else model.model.embed_tokens.weight
+    count = quantize_linears(model.layers, scheme)
+    head = model.lm_head.weight if hasattr(model, "lm_head") else model.embed_tokens.weight
     model.lm_head = Int8Linear(head.data, None)
     layers = "int8 per output channel" if scheme.bits == 8 else f"int4 tinygemm, groups of {scheme.block_size}"
     logger.info("quantized %d linears (%s) and the LM head (int8) in %.1fs", count, layers,
@@ -139,7 +140,7 @@ def _cxx() -> str:
 
 
 def example_inputs(model: CachedDecoder, batch: int, seq: int):
-    cfg, weight = model.cfg, model.model.embed_tokens.weight
+    cfg, weight = model.cfg, model.embed_tokens.weight
     cache = (batch, cfg.num_layers, cfg.num_kv_heads, EXAMPLE_CACHE_LEN, cfg.head_dim)
     return (torch.zeros(batch, seq, dtype=torch.long, device=weight.device),
             torch.zeros(batch, dtype=torch.long, device=weight.device),
