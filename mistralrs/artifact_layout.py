@@ -2,7 +2,8 @@
 import hashlib
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: an onnxruntime artifact may store exactly-fp16 fp32 initializers as fp16
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 GENERATION_CONFIG = "generation_config.json"

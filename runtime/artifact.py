@@ -3,7 +3,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifact_layout import FORMAT_VERSION, GENERATION_CONFIG, MANIFEST, TOKENIZER_DIR, sha256_file
+from ..artifact_layout import GENERATION_CONFIG, MANIFEST, READABLE_FORMAT_VERSIONS, TOKENIZER_DIR, sha256_file
 from ..hardware import TargetHardware, check_runs_here
 from ..model_zoo.config import DecoderConfig
 
@@ -67,8 +67,10 @@ def _read_manifest(root: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is corrupt: {e}") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path} has format version {manifest.get('format_version')}, this runtime reads {FORMAT_VERSION}")
+    version = manifest.get("format_version")
+    if version not in READABLE_FORMAT_VERSIONS:
+        readable = ", ".join(map(str, READABLE_FORMAT_VERSIONS))
+        raise ArtifactError(f"{path} has format version {version}, this runtime reads {readable}")
     return manifest
 
 

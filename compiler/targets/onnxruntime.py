@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: lower the IR to ONNX, let ORT optimize it once, save the optimized graph."""
+"""ONNX Runtime backend: lower the IR to ONNX, let ORT optimize it once, save the optimized graph (its exactly-fp16
+fp32 initializers stored as fp16, see onnx_fp16_storage.py)."""
 import logging
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import onnxruntime as ort
 from ...hardware import TargetHardware
 from ..ir import Graph
 from .base import Backend, UnsupportedTarget
+from .onnx_fp16_storage import FP16_FILE, store_exact_fp16
 from .onnx_writer import OnnxWriter
 from .onnxruntime_lowering import OnnxLowering
 
@@ -31,9 +33,16 @@ class OnnxRuntimeBackend(Backend):
         if matmul_accuracy not in ACCURACY_LEVELS:
             raise ValueError(f"matmul accuracy must be one of {', '.join(ACCURACY_LEVELS)}, not {matmul_accuracy!r}")
         self.matmul_accuracy = matmul_accuracy
+        self.fp16_initializers: list[str] = []
 
     def options(self) -> dict:
         return {"matmul_accuracy": self.matmul_accuracy}
+
+    def details(self) -> dict:
+        """The fp32 initializers stored as fp16, which the runtime widens back when it creates the session."""
+        if not self.fp16_initializers:
+            return {}
+        return {"fp16_initializers": {"file": FP16_FILE, "names": self.fp16_initializers}}
 
     def version(self) -> str:
         return ort.__version__
@@ -51,7 +60,8 @@ class OnnxRuntimeBackend(Backend):
         _optimize(raw, out_dir / MODEL_FILE)
         raw.unlink()
         (out_dir / "unoptimized.onnx.data").unlink()
-        return [MODEL_FILE, DATA_FILE]
+        self.fp16_initializers = store_exact_fp16(out_dir / MODEL_FILE, DATA_FILE)
+        return [MODEL_FILE, DATA_FILE] + ([FP16_FILE] if self.fp16_initializers else [])
 
 
 def _optimize(raw: Path, optimized: Path) -> None:

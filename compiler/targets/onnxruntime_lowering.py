@@ -182,12 +182,19 @@ class OnnxLowering:
                 if term.zero_points.any():  # all-zero points need no table: the codes are the values
                     term.names["zero_rows"] = self.w.initializer(prefix + ".zero_rows", term.zero_points.astype(np.float32))
             elif term.zero_points is not None:
-                term.names["zero_points"] = self.w.initializer(prefix + ".zero_points", term.packed_zero_points())
+                term.names["zero_points"] = self._zero_points(prefix, term.packed_zero_points())
         if form.block_constant is not None and for_rows:
             form.names["constant_rows"] = self.w.initializer(name + ".block_constant_rows", form.block_constant)
         elif form.block_constant is not None:
             form.names["constant"] = self.w.initializer(name + ".block_constant", form.block_constant.T.copy())
         return form
+
+    def _zero_points(self, prefix: str, packed: np.ndarray) -> str:
+        """A MatMulNBits zero-point initializer; all-zero ones (the low nibbles of 8-bit codes) are shared, one per
+        shape."""
+        if packed.any():
+            return self.w.initializer(prefix + ".zero_points", packed)
+        return self.w.initializer("zero_points.zeros." + "x".join(map(str, packed.shape)), packed)
 
     def _block_sums(self, x: str, k: int, block_size: int) -> str:
         """Sums of x over each block of K: [..., K] -> [..., ceil(K / block_size)]. (A MatMul with a 0/1 membership

@@ -1,10 +1,11 @@
-"""Run an ONNX Runtime artifact: IO-bound KV buffers that GroupQueryAttention updates in place."""
+"""Run an ONNX Runtime artifact: IO-bound KV buffers that GroupQueryAttention updates in place; the initializers the
+artifact stores as fp16 are widened back to fp32 here (compiler/targets/onnx_fp16_storage.py)."""
 import logging
 
 import numpy as np
 import onnxruntime as ort
 
-from ..artifact import Artifact
+from ..artifact import Artifact, ArtifactError
 from .base import ModelExecutor
 
 logger = logging.getLogger("mistralrs.runtime")
@@ -14,8 +15,12 @@ class OnnxRuntimeExecutor(ModelExecutor):
     def __init__(self, artifact: Artifact, max_slots: int, max_seq_len: int, threads: int):
         cfg = artifact.config
         self.max_slots, self.max_seq_len = max_slots, max_seq_len
+        options = _session_options(threads)
+        self._widened = _widened_initializers(artifact)  # the session computes on these buffers: keep them alive
+        if self._widened:
+            options.add_external_initializers(list(self._widened), list(self._widened.values()))
         self.session = ort.InferenceSession(str(artifact.path(artifact.manifest["backend"]["graph_files"][0])),
-                                            _session_options(threads), providers=["CPUExecutionProvider"])
+                                            options, providers=["CPUExecutionProvider"])
         shape = (max_slots, cfg.num_kv_heads, max_seq_len, cfg.head_dim)
         self.kv = {f"{kind}_{layer}": np.zeros(shape, np.float32)
                    for layer in range(cfg.num_layers) for kind in ("key", "value")}
@@ -49,6 +54,20 @@ class OnnxRuntimeExecutor(ModelExecutor):
     def copy_slot(self, src: int, dst: int, length: int) -> None:
         for buffer in self.kv.values():
             buffer[dst, :, :length] = buffer[src, :, :length]
+
+
+def _widened_initializers(artifact: Artifact) -> dict[str, ort.OrtValue]:
+    """The manifest's fp16-stored initializers, widened to fp32 (exact: they were fp16 values), by name."""
+    stored = artifact.manifest["backend"].get("details", {}).get("fp16_initializers")
+    if not stored:
+        return {}
+    from safetensors.numpy import load_file
+
+    halves = load_file(artifact.path(stored["file"]))
+    if sorted(halves) != sorted(stored["names"]):
+        raise ArtifactError(f"{stored['file']} in {artifact.root} does not hold the fp16 initializers its manifest "
+                            "lists")
+    return {name: ort.OrtValue.ortvalue_from_numpy(halves.pop(name).astype(np.float32)) for name in stored["names"]}
 
 
 def _session_options(threads: int) -> ort.SessionOptions:

@@ -44,9 +44,29 @@ def test_one_flipped_byte_is_caught(copy, name):
         open_artifact(copy)
 
 
+@pytest.mark.parametrize("name", ["model.onnx.data", "model.fp16.safetensors"])
+def test_one_flipped_byte_in_a_quantized_artifact_is_caught(tmp_path, tiny_artifact, name):
+    """A quantized artifact also stores its exactly-fp16 tables as fp16, in a file of their own."""
+    copy = shutil.copytree(tiny_artifact("llama-untied", isq="Q4K"), tmp_path / "artifact")
+    path = copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(data)
+    with pytest.raises(ArtifactError, match=f"artifact file {name} failed its checksum"):
+        open_artifact(copy)
+
+
 def test_missing_file_is_named(copy):
     (copy / "model.onnx.data").unlink()
     with pytest.raises(ArtifactError, match="artifact file model.onnx.data is missing"):
+        open_artifact(copy)
+
+
+def test_format_1_still_opens_and_an_unknown_format_is_refused(copy):
+    edit_manifest(copy, format_version=1)  # format 2 added fp16 storage; a format 1 artifact has none
+    open_artifact(copy)
+    edit_manifest(copy, format_version=99)
+    with pytest.raises(ArtifactError, match="has format version 99, this runtime reads 1, 2"):
         open_artifact(copy)
 
 
