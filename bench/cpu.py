@@ -45,6 +45,7 @@ QUALITY_PROMPTS = [
 ]
 QUALITY_STEPS = 64
 W3_CONCURRENCY = 8
+W3_OURS = ("Q4K", "Q4K int8-matmul")  # our servers in W3, each compared with its own W1
 
 
 def parse_args() -> argparse.Namespace:
@@ -183,12 +184,15 @@ def quality(peers: list[Peer], reference: Peer, prompts: list[list[int]], eos_id
     return out
 
 
-def run_w3(args: argparse.Namespace, gguf: Path, q4k: Path, eos_ids: set[int], log_dir: Path, failures: dict) -> dict:
-    specs = [ServerSpec(BASELINE, [sys.executable, "-m", "mistralrs.cli", "serve", "--artifact", str(q4k), "--host",
-                                   "127.0.0.1", "--port", "{port}", "--threads", str(args.threads)]),
-             ServerSpec("llama.cpp Q4_1", [args.bench_python, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
-                                           "127.0.0.1", "--port", "{port}", "--n_threads", str(args.threads),
-                                           "--n_threads_batch", str(args.threads), "--n_ctx", "4096"])]
+def run_w3(args: argparse.Namespace, gguf: Path, artifacts: dict[str, Path], eos_ids: set[int], log_dir: Path,
+           failures: dict) -> dict:
+    specs = [ServerSpec(f"ours {name}", [sys.executable, "-m", "mistralrs.cli", "serve", "--artifact",
+                                         str(artifacts[name]), "--host", "127.0.0.1", "--port", "{port}",
+                                         "--threads", str(args.threads)]) for name in W3_OURS]
+    specs.append(ServerSpec("llama.cpp Q4_1", [args.bench_python, "-m", "llama_cpp.server", "--model", str(gguf),
+                                               "--host", "127.0.0.1", "--port", "{port}", "--n_threads",
+                                               str(args.threads), "--n_threads_batch", str(args.threads),
+                                               "--n_ctx", "4096"]))
     specs = [s for s in specs if not args.only or s.name in args.only]
     body = {"messages": W1_MESSAGES, "max_tokens": MAX_NEW, "temperature": 0,
             "logit_bias": {str(i): -100 for i in sorted(eos_ids)}}
@@ -254,16 +258,18 @@ def cell(value: float | None, base: float | None, digits: int) -> str:
 def markdown(rows: dict[str, dict]) -> str:
     base = rows.get(BASELINE, {})
     lines = ["| configuration | weights | W1 TTFT s | W1 decode tok/s | W2 prefill tok/s | W3 aggregate tok/s "
-             "| W3 p50 latency s | top-1 vs our fp32 | W1 greedy = our fp32 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| W3 / own W1 decode | W3 p50 latency s | top-1 vs our fp32 | W1 greedy = our fp32 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
         agreement = r["top1_agreement"]
         top1 = f"{agreement['agree'] / agreement['total']:.1%}" if agreement else "—"
+        streams, single = r["w3_aggregate_tok_s"], r["w1_decode_tok_s"]
+        streams_ratio = f"{streams / single:.2f}×" if streams and single else "—"
         lines.append(
             f"| {name} | {r['weights']} | {cell(r['w1_ttft_s'], base.get('w1_ttft_s'), 3)} "
             f"| {cell(r['w1_decode_tok_s'], base.get('w1_decode_tok_s'), 1)} "
             f"| {cell(r['w2_prefill_tok_s'], base.get('w2_prefill_tok_s'), 0)} "
-            f"| {cell(r['w3_aggregate_tok_s'], base.get('w3_aggregate_tok_s'), 1)} "
+            f"| {cell(r['w3_aggregate_tok_s'], base.get('w3_aggregate_tok_s'), 1)} | {streams_ratio} "
             f"| {cell(r['w3_p50_latency_s'], base.get('w3_p50_latency_s'), 2)} | {top1} "
             f"| {r['w1_leading_tokens_equal_to_ours_fp32'] or '—'} |")
     lines.append(f"\nRatios are to {BASELINE}: above 1 is faster for tok/s, slower for TTFT and latency.")
@@ -293,7 +299,7 @@ def main() -> None:
     finally:
         for peer in peers:
             peer.close()
-    w3 = {} if args.skip_w3 else run_w3(args, gguf, artifacts["Q4K"], tokenizer.eos_token_ids, log_dir, failures)
+    w3 = {} if args.skip_w3 else run_w3(args, gguf, artifacts, tokenizer.eos_token_ids, log_dir, failures)
     rows = summarize(specs, w1, w2, w3, agreement)
     table = markdown(rows)
     result = {"bench": "cpu-peers", "model": gguf.name, "unix_time": int(time.time()), "machine": machine,
