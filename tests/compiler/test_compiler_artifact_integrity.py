@@ -34,26 +34,25 @@ def test_manifest_lists_every_servable_file(artifact):
     assert all((artifact / name).stat().st_size for name in files)
 
 
-@pytest.mark.parametrize("name", SERVABLE_FILES)
-def test_one_flipped_byte_is_caught(copy, name):
-    path = copy / name
+def assert_flipped_byte_is_caught(artifact_dir, name: str) -> None:
+    path = artifact_dir / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(data)
     with pytest.raises(ArtifactError, match=f"artifact file {name} failed its checksum"):
-        open_artifact(copy)
+        open_artifact(artifact_dir)
+
+
+@pytest.mark.parametrize("name", SERVABLE_FILES)
+def test_one_flipped_byte_is_caught(copy, name):
+    assert_flipped_byte_is_caught(copy, name)
 
 
 @pytest.mark.parametrize("name", ["model.onnx.data", "model.fp16.safetensors"])
 def test_one_flipped_byte_in_a_quantized_artifact_is_caught(tmp_path, tiny_artifact, name):
     """A quantized artifact also stores its exactly-fp16 tables as fp16, in a file of their own."""
     copy = shutil.copytree(tiny_artifact("llama-untied", isq="Q4K"), tmp_path / "artifact")
-    path = copy / name
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(data)
-    with pytest.raises(ArtifactError, match=f"artifact file {name} failed its checksum"):
-        open_artifact(copy)
+    assert_flipped_byte_is_caught(copy, name)
 
 
 def test_missing_file_is_named(copy):
