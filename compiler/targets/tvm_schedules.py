@@ -36,16 +36,25 @@ def _vectorize_inner(sch: s_tir.Schedule, block) -> None:
         sch.vectorize(sch.split(loop, [None, VECTOR])[1])
 
 
-class LinearRule(dl.ScheduleRule):
-    """Parallel over TILE-column groups of the [K, N] weight; per group, K in blocks of K_BLOCK, each block's weights
-    dequantized into registers per row and accumulated into the output rows in place (the block stays in L1 while
-    every row passes)."""
+class _BlockRule(dl.ScheduleRule):
+    """A rule over a PrimFunc's named blocks: `schedule` returns the schedule, or None where the rule does not apply."""
 
     def apply(self, func, target, tunable):
         if not isinstance(func, tirx.PrimFunc):
             return None
         sch = s_tir.Schedule(func)
-        blocks = _blocks(sch)
+        return self.schedule(sch, _blocks(sch))
+
+    def schedule(self, sch: s_tir.Schedule, blocks: dict[str, object]) -> s_tir.Schedule | None:
+        raise NotImplementedError
+
+
+class LinearRule(_BlockRule):
+    """Parallel over TILE-column groups of the [K, N] weight; per group, K in blocks of K_BLOCK, each block's weights
+    dequantized into registers per row and accumulated into the output rows in place (the block stays in L1 while
+    every row passes)."""
+
+    def schedule(self, sch, blocks):
         if "matmul" not in blocks or "embed" in blocks:
             return None
         matmul = blocks["matmul"]
@@ -69,12 +78,8 @@ class LinearRule(dl.ScheduleRule):
         return sch
 
 
-class AttentionRule(dl.ScheduleRule):
-    def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
-        blocks = _blocks(sch)
+class AttentionRule(_BlockRule):
+    def schedule(self, sch, blocks):
         if "attention" not in blocks:
             return None
         out = blocks["attention"]
@@ -96,16 +101,13 @@ class AttentionRule(dl.ScheduleRule):
         return sch
 
 
-class RowwiseRule(dl.ScheduleRule):
+class RowwiseRule(_BlockRule):
     """Each output block parallel over its rows; the other blocks computed per row of the last one if they can."""
 
-    def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc):
+    def schedule(self, sch, blocks):
+        if "kv_write" in blocks:
             return None
-        sch = s_tir.Schedule(func)
-        blocks = list(_blocks(sch).values())
-        if "kv_write" in {sch.get(b).name_hint for b in blocks}:
-            return None
+        blocks = list(blocks.values())
         rows = sch.get_loops(blocks[-1])[0]
         for block in reversed(blocks[:-1]):
             if sch.get_consumers(block):
