@@ -1,18 +1,20 @@
 """An exportable decoder over a dense KV cache: the entry point the inductor backend compiles.
 
-It takes DecoderLM's modules and weights, with each layer's q/k/v and gate/up projections concatenated into one
-matmul each (PackedLayer), adds rotary tables as buffers, and writes each step's keys and values into the caller's
-cache in place. A decode step (one token a row) attends with ops/decode_attention.py over the cache plus the new
-token and writes all layers' new keys and values in one scatter at the end; a prefill writes each layer's before
-attending. Every shape decision is tensor arithmetic, so torch.export traces it with symbolic batch, sequence and
-cache lengths.
+It takes DecoderLM's modules and weights, with each layer's q/k/v projections concatenated into one matmul and its
+gate/up projections interleaved row by row into another (PackedLayer), adds rotary tables as buffers, and writes
+each step's keys and values into the caller's cache in place. A decode step (one token a row) attends with
+ops/decode_attention.py over the cache plus the new token and writes all layers' new keys and values in one scatter
+at the end; a prefill writes each layer's before attending. With `single_row` set (a package exported for batch 1)
+the decode step runs every matmul as one ops/gemv.py call with the norms, residuals and SwiGLU fused in. Every shape
+decision is tensor arithmetic, so torch.export traces it with symbolic batch, sequence and cache lengths.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..ops.decode_attention import decode_attention
-from .decoder import DecoderLM, DecoderLayer, rotate
+from ..ops.gemv import gemv, linear_operands
+from .decoder import DecoderLM, DecoderLayer, RMSNorm, rotate
 from .rope import cos_sin_tables
 
 
@@ -21,6 +23,8 @@ class CachedDecoder(nn.Module):
 
     k_cache, v_cache: [B, L, KV, M, D]. Row b appends S tokens at positions past_lengths[b] .. + S - 1 (all < M).
     """
+
+    single_row = False  # decode through ops/gemv.py (set on the module exported as the batch-1 decode package)
 
     def __init__(self, lm: DecoderLM, max_positions: int | None = None):
         super().__init__()
@@ -41,6 +45,8 @@ class CachedDecoder(nn.Module):
         dtype = self.embed_tokens.weight.dtype
         cos, sin = self.rope_cos[positions].to(dtype), self.rope_sin[positions].to(dtype)  # [B, S, D/2]
         x = self.embed_tokens(token_ids)
+        if seq == 1 and self.single_row:
+            return self._decode_row(x, cos, sin, past_lengths, k_cache, v_cache)
         if seq == 1:
             x = self._decode_layers(x, cos, sin, past_lengths, k_cache, v_cache)
         else:
@@ -58,26 +64,47 @@ class CachedDecoder(nn.Module):
             x, k, v = layer.decode(x, cos, sin, past_lengths, k_cache[:, index], v_cache[:, index])
             new_keys.append(k)
             new_values.append(v)
-        rows = torch.arange(x.shape[0], device=x.device)[:, None]
-        position = past_lengths[:, None]
-        k_cache[rows, :, :, position] = torch.stack(new_keys, dim=1)[:, None]  # [B, 1, L, KV, D]
-        v_cache[rows, :, :, position] = torch.stack(new_values, dim=1)[:, None]
+        _write_step(k_cache, v_cache, past_lengths, new_keys, new_values)
         return x
+
+    def _decode_row(self, x, cos, sin, past_lengths, k_cache, v_cache):
+        """Batch 1 through ops/gemv.py: x [1, 1, E] -> logits [1, V]."""
+        x, new_keys, new_values = x.reshape(-1), [], []
+        for index, layer in enumerate(self.layers):
+            x, k, v = layer.decode_row(x, cos, sin, past_lengths, k_cache[:, index], v_cache[:, index])
+            new_keys.append(k)
+            new_values.append(v)
+        _write_step(k_cache, v_cache, past_lengths, new_keys, new_values)
+        head = self.lm_head if hasattr(self, "lm_head") else self.embed_tokens.weight
+        logits = gemv(x, **linear_operands(head), rms_eps=self.norm.eps, norm_weight=self.norm.weight)
+        return logits.float()[None]
+
+
+def _write_step(k_cache, v_cache, past_lengths, new_keys, new_values):
+    """Every layer's new key and value [B, KV, D] into the caches at each row's position, in one scatter each."""
+    rows = torch.arange(k_cache.shape[0], device=k_cache.device)[:, None]
+    position = past_lengths[:, None]
+    k_cache[rows, :, :, position] = torch.stack(new_keys, dim=1)[:, None]  # [B, 1, L, KV, D]
+    v_cache[rows, :, :, position] = torch.stack(new_values, dim=1)[:, None]
 
 
 class PackedLayer(nn.Module):
-    """A decoder layer with q/k/v and gate/up each as one linear (outputs concatenated in that order)."""
+    """A decoder layer with q/k/v as one linear (outputs concatenated in that order) and gate/up as another (rows
+    interleaved: gate 0, up 0, gate 1, ...), so that a matmul tile holds both halves of each SwiGLU pair. The two
+    RMSNorms' weights are folded into the columns of the linears they feed (their own weights become ones), so the
+    batch-1 kernels normalise x without loading a norm weight."""
 
     def __init__(self, layer: DecoderLayer):
         super().__init__()
         attn, mlp = layer.self_attn, layer.mlp
         self.cfg = attn.cfg
-        self.input_layernorm, self.post_attention_layernorm = layer.input_layernorm, layer.post_attention_layernorm
-        self.qkv_proj = concat_linears(attn.q_proj, attn.k_proj, attn.v_proj)
+        self.input_layernorm = unit_norm(layer.input_layernorm)
+        self.post_attention_layernorm = unit_norm(layer.post_attention_layernorm)
+        self.qkv_proj = fold_norm(layer.input_layernorm, concat_linears(attn.q_proj, attn.k_proj, attn.v_proj))
         self.o_proj = attn.o_proj
         if self.cfg.qk_norm:
             self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
-        self.gate_up_proj = concat_linears(mlp.gate_proj, mlp.up_proj)
+        self.gate_up_proj = fold_norm(layer.post_attention_layernorm, interleave_linears(mlp.gate_proj, mlp.up_proj))
         self.down_proj = mlp.down_proj
 
     def prefill(self, x, cos, sin, mask, k_cache, v_cache, positions):
@@ -96,9 +123,23 @@ class PackedLayer(nn.Module):
         out = decode_attention(q[:, 0], k, v, k_cache, v_cache, past_lengths)
         return self._rest(x, out.reshape(x.shape[0], 1, self.cfg.q_size)), k, v
 
+    def decode_row(self, x, cos, sin, past_lengths, k_cache, v_cache):
+        """decode for batch 1 with x [E]: four gemv calls (norm + q/k/v, o + residual, norm + gate/up + SwiGLU,
+        down + residual) around the rotary and attention."""
+        qkv = gemv(x, **linear_operands(self.qkv_proj), rms_eps=self.input_layernorm.eps)
+        q, k, v = self._heads(qkv.reshape(1, 1, -1), cos, sin)
+        out = decode_attention(q[:, 0], k[:, 0], v[:, 0], k_cache, v_cache, past_lengths)
+        x = gemv(out.reshape(-1), **linear_operands(self.o_proj), residual=x)
+        act = gemv(x, **linear_operands(self.gate_up_proj), rms_eps=self.post_attention_layernorm.eps, swiglu=True)
+        return gemv(act, **linear_operands(self.down_proj), residual=x), k[:, 0], v[:, 0]
+
     def _qkv(self, x, cos, sin):
-        cfg, (batch, seq, _) = self.cfg, x.shape
-        q, k, v = self.qkv_proj(x).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
+        return self._heads(self.qkv_proj(x), cos, sin)
+
+    def _heads(self, qkv, cos, sin):
+        """Projected q/k/v [B, S, q + 2 kv] -> rotated q, k and v per head."""
+        cfg, (batch, seq, _) = self.cfg, qkv.shape
+        q, k, v = qkv.split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
         q = q.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
         k = k.reshape(batch, seq, cfg.num_kv_heads, cfg.head_dim)
         v = v.reshape(batch, seq, cfg.num_kv_heads, cfg.head_dim)
@@ -109,7 +150,7 @@ class PackedLayer(nn.Module):
     def _rest(self, x, attention):
         """The output projection, residual, and the MLP block."""
         x = x + self.o_proj(attention)
-        gate, up = self.gate_up_proj(self.post_attention_layernorm(x)).chunk(2, dim=-1)
+        gate, up = self.gate_up_proj(self.post_attention_layernorm(x)).unflatten(-1, (-1, 2)).unbind(-1)
         return x + self.down_proj(F.silu(gate) * up)
 
 
@@ -119,6 +160,29 @@ def concat_linears(*linears: nn.Linear) -> nn.Linear:
     packed.weight = nn.Parameter(weight, requires_grad=False)
     if packed.bias is not None:
         packed.bias = nn.Parameter(torch.cat([linear.bias.data for linear in linears]), requires_grad=False)
+    return packed
+
+
+def fold_norm(norm: RMSNorm, linear: nn.Linear) -> nn.Linear:
+    """linear(norm(x)) == linear'(unit_norm(x)): the norm's weight multiplies the linear's columns (in fp32)."""
+    weight = linear.weight.data
+    linear.weight.data = (weight.float() * norm.weight.data.float()).to(weight.dtype)
+    return linear
+
+
+def unit_norm(norm: RMSNorm) -> RMSNorm:
+    unit = RMSNorm(norm.weight.shape[0], norm.eps).to(norm.weight.device, norm.weight.dtype)
+    unit.weight.requires_grad_(False)
+    return unit
+
+
+def interleave_linears(first: nn.Linear, second: nn.Linear) -> nn.Linear:
+    """One linear whose output rows alternate between the two layers' rows (first 0, second 0, first 1, ...)."""
+    packed = concat_linears(first, second)
+    order = torch.arange(packed.weight.shape[0]).view(2, -1).T.reshape(-1)
+    packed.weight.data = packed.weight.data[order]
+    if packed.bias is not None:
+        packed.bias.data = packed.bias.data[order]
     return packed
 
 

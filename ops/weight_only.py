@@ -1,24 +1,24 @@
 """Weight-only quantized linear layers for the torch backends (inductor): int8 per output channel, int4 group-wise.
 
-On CUDA, int8 runs our Triton kernel (ops/triton_int8.py) and int4 torch's tinygemm kernel, whose packed layout is
-device-specific, so weights are packed on the device the artifact targets; on CPU both dequantize in the graph. Both
-layers keep their tensors as buffers: torch.export lifts them into constants that the inductor artifact stores
-beside its packages.
+Both layers keep their tensors as buffers (torch.export lifts them into constants that the inductor artifact stores
+beside its packages) in one device-independent layout, which ops/gemv.py's batch-1 kernel reads too. On CUDA the
+matmul is a Triton kernel (ops/triton_matmul.py) that reads the codes as they are; on CPU the graph dequantizes
+them before the matmul.
 """
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .quantize import quantize, unpack
-from .triton_int8 import int8_linear
 
-INT4_INNER_K_TILES = (8, 4, 2)
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 16, 256
 
 
 class Int8Linear(nn.Module):
-    """y = (x @ q.T) * scale (+ bias): int8 codes, one symmetric scale per output row (on CUDA a Triton kernel,
-    ops/triton_int8.py, that reads the codes as they are)."""
+    """y = (x @ q.T) * scale (+ bias): int8 codes [N, K], one symmetric scale per output row."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -29,58 +29,75 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            rows = x.reshape(-1, x.shape[-1]).contiguous()
-            y = int8_linear()(rows, self.qweight, self.scale).reshape(*x.shape[:-1], -1)
-        else:
-            y = F.linear(x, self.qweight.to(x.dtype)) * self.scale
+        y = weight_only_matmul(x, self.qweight, self.scale)
         return y if self.bias is None else y + self.bias
 
 
 class Int4Linear(nn.Module):
-    """int4: w = (q - 8) * scale + zero on groups of `group_size` along K, codes from ops.quantize.
-
-    CUDA runs tinygemm (`_weight_int4pack_mm`) on its packed layout. On CPU the codes stay two per byte and the
-    graph unpacks and dequantizes them before the matmul: AOTInductor's CPU lowering of
-    `_weight_int4pack_mm_for_cpu` derives a repacked weight constant at compile time that a package stored without
-    its constants cannot rebuild.
-    """
+    """int4: w = (q - 8) * scale + zero on groups of `group_size` along K, codes from ops.quantize, two a byte
+    ([N, K/2], even k in the high nibble); scales and zeros [N, K / group_size]."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group_size: int, symmetric: bool,
                  float_zero_point: bool, refine: bool):
         super().__init__()
         out_features, in_features = weight.shape
-        inner_k_tiles = next((t for t in INT4_INNER_K_TILES if in_features % (t * 16) == 0), None)
-        if inner_k_tiles is None or in_features % group_size:
-            raise ValueError(f"int4 needs in_features divisible by 32 and by the group size, got {in_features}")
+        if in_features % group_size or group_size % 2:
+            raise ValueError(f"int4 needs in_features divisible by the (even) group size, got {in_features}")
         qt = quantize(weight.float().cpu().numpy(), 4, group_size, symmetric, float_zero_point, refine)
         codes = torch.from_numpy(unpack(qt.packed, 4).reshape(out_features, in_features).astype(np.int32))
         scales = torch.from_numpy(qt.scales)
         zero_points = 8.0 if qt.zero_points is None else torch.from_numpy(qt.zero_points.astype(np.float32))
         zeros = scales * (8 - zero_points)  # (q - zp) * s = (q - 8) * s + s * (8 - zp)
-        self.group_size, self.in_features = group_size, in_features
-        nibbles = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8).to(weight.device)
-        if weight.is_cuda:
-            nibbles = torch.ops.aten._convert_weight_to_int4pack(nibbles, inner_k_tiles)
-        self.register_buffer("qweight", nibbles)
-        self.register_buffer("scales_and_zeros", torch.stack([scales.T, zeros.T], dim=-1).to(weight.device,
-                                                                                               weight.dtype))
+        self.register_buffer("qweight", (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8).to(weight.device))
+        self.register_buffer("scales", scales.to(weight.device, weight.dtype))
+        self.register_buffer("zeros", zeros.to(weight.device, weight.dtype))
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            rows = x.reshape(-1, self.in_features)
-            y = torch.ops.aten._weight_int4pack_mm(rows, self.qweight, self.group_size, self.scales_and_zeros)
-            y = y.reshape(*x.shape[:-1], -1)
-        else:
-            y = F.linear(x, self._dequantized(x.dtype))
+        y = weight_only_matmul(x, self.qweight, self.scales, self.zeros)
         return y if self.bias is None else y + self.bias
 
-    def _dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        codes = torch.stack([self.qweight >> 4, self.qweight & 15], dim=-1).reshape(self.qweight.shape[0], -1)
-        groups = (codes.to(dtype) - 8).unflatten(1, (-1, self.group_size))  # [N, K / g, g]
-        scales, zeros = self.scales_and_zeros.transpose(0, 1).unbind(-1)  # [N, K / g] each
-        return (groups * scales[..., None] + zeros[..., None]).flatten(1)
+
+def dequantize(weight: torch.Tensor, scales: torch.Tensor | None = None,
+               zeros: torch.Tensor | None = None) -> torch.Tensor:
+    """The fp32 [N, K] matrix that a weight stands for: a float matrix as it is, int8 codes [N, K] times `scales`
+    [N], or int4 codes two a byte [N, K/2] as (q - 8) * scales + zeros on groups ([N, K/G] each)."""
+    if weight.dtype == torch.int8:
+        return weight.float() * scales.float()[:, None]
+    if weight.dtype != torch.uint8:
+        return weight.float()
+    codes = torch.stack([weight >> 4, weight & 15], dim=-1).reshape(weight.shape[0], -1).float()  # [N, K]
+    groups = (codes - 8).unflatten(1, (scales.shape[1], -1))  # [N, K / G, G]
+    return (groups * scales.float()[..., None] + zeros.float()[..., None]).flatten(1)
+
+
+def weight_only_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                       zeros: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ dequantize(qweight, scales, zeros).T in x's dtype."""
+    if not x.is_cuda:
+        return F.linear(x, dequantize(qweight, scales, zeros).to(x.dtype))
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    return weight_only_matmul_op()(rows, qweight, scales, zeros).reshape(*x.shape[:-1], -1)
+
+
+@functools.cache
+def weight_only_matmul_op():
+    """The registered op (Triton is imported on first use: CPU-only installs do not have it)."""
+    from . import triton_matmul
+
+    @torch.library.triton_op("mistralrs::weight_only_matmul", mutates_args=())
+    def op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None) -> torch.Tensor:
+        rows, k = x.shape
+        n = qweight.shape[0]
+        int4 = qweight.dtype == torch.uint8
+        y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+        grid = ((rows + BLOCK_M - 1) // BLOCK_M, (n + BLOCK_N - 1) // BLOCK_N)
+        torch.library.wrap_triton(triton_matmul.matmul_kernel)[grid](
+            x, qweight, scales, scales if zeros is None else zeros, y, rows, n, k, x.stride(0), y.stride(0),
+            FORMAT=2 if int4 else 1, G=k // scales.shape[1] if int4 else 1, BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K)
+        return y
+
+    return op
 
 
 def quantize_linears(module: nn.Module, scheme) -> int:

@@ -1,12 +1,13 @@
 """Inductor backend: export model_zoo's CachedDecoder and compile it ahead of time with AOTInductor.
 
 Two .pt2 packages per artifact, `prefill.pt2` (dynamic batch and length) and `decode.pt2` (one token a row,
-dynamic batch), share one weight file by default: the packages are built without their constants, and the runtime
+dynamic batch), plus on CUDA `decode_row.pt2` (batch 1, every matmul one fused ops/gemv.py kernel), share one
+weight file by default: the packages are built without their constants, and the runtime
 loads `weights.safetensors` once and hands the same tensors to both (`shared_weights=False` embeds them instead).
 The decoder is model_zoo's CachedDecoder: q/k/v and gate/up packed into one matmul each, decode attention by
 ops/decode_attention.py (a Triton kernel on CUDA). A .pt2 runs only under the torch version that built it, so CUDA
 artifacts are compiled on the GPU machine; the manifest records the versions. ISQ is weight-only (ops/weight_only.py): 8-bit schemes give int8 per output
-channel, 4-bit schemes tinygemm int4 on the scheme's groups; the LM head is int8 either way, the embedding table
+channel, 4-bit schemes int4 on the scheme's groups; the LM head is int8 either way, the embedding table
 stays in `dtype`.
 
 Before compiling, a one-Linear package is built and loaded in a child process: a package built by a C++ compiler
@@ -35,6 +36,7 @@ logger = logging.getLogger("mistralrs.compiler")
 
 PREFILL_FILE = "prefill.pt2"
 DECODE_FILE = "decode.pt2"
+DECODE_ROW_FILE = "decode_row.pt2"
 WEIGHTS_FILE = "weights.safetensors"
 DTYPES = ("bfloat16", "float16", "float32")
 EXAMPLE_CACHE_LEN = 64
@@ -62,11 +64,17 @@ class InductorBackend(Backend):
         device = self.target.device if self.target else "cpu"
         options = {"dtype": self._dtype_name(), "max_batch": self.max_batch, "torch": torch.__version__,
                    "cxx": _cxx(), "weight_only": self.weight_only,
-                   "entry_points": {"prefill": PREFILL_FILE, "decode": DECODE_FILE},
+                   "entry_points": self._entry_points(),
                    "weights": WEIGHTS_FILE if self.shared_weights else None}
         if device == "cuda":
             options |= _cuda_versions()
         return options
+
+    def _entry_points(self) -> dict:
+        entries = {"prefill": PREFILL_FILE, "decode": DECODE_FILE}
+        if self.target and self.target.device == "cuda":
+            entries["decode_row"] = DECODE_ROW_FILE
+        return entries
 
     def check_target(self, target: TargetHardware) -> None:
         if target.device == "cuda":
@@ -93,11 +101,14 @@ class InductorBackend(Backend):
         shared = self.shared_weights
         if shared:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS_FILE))
-        for name, export in ((PREFILL_FILE, export_prefill), (DECODE_FILE, export_decode)):
+        exports = {"prefill": export_prefill, "decode": export_decode, "decode_row": export_decode_row}
+        files = []
+        for entry, name in self._entry_points().items():
             start = time.perf_counter()
-            package(export(model, self.max_batch), out_dir / name, with_weights=not shared)
+            package(exports[entry](model, self.max_batch), out_dir / name, with_weights=not shared)
             logger.info("compiled %s in %.1fs", name, time.perf_counter() - start)
-        return ([WEIGHTS_FILE] if shared else []) + [PREFILL_FILE, DECODE_FILE]
+            files.append(name)
+        return ([WEIGHTS_FILE] if shared else []) + files
 
     def _dtype_name(self) -> str:
         return self.dtype or ("bfloat16" if self.target and self.target.device == "cuda" else "float32")
@@ -109,7 +120,7 @@ def quantize_weights(model: CachedDecoder, scheme: IsqScheme) -> dict:
     count = quantize_linears(model.layers, scheme)
     head = model.lm_head.weight if hasattr(model, "lm_head") else model.embed_tokens.weight
     model.lm_head = Int8Linear(head.data, None)
-    layers = "int8 per output channel" if scheme.bits == 8 else f"int4 tinygemm, groups of {scheme.block_size}"
+    layers = "int8 per output channel" if scheme.bits == 8 else f"int4, groups of {scheme.block_size}"
     logger.info("quantized %d linears (%s) and the LM head (int8) in %.1fs", count, layers,
                 time.perf_counter() - start)
     return {"layers": layers, "lm_head": "int8 per output channel", "embedding": "unquantized"}
@@ -165,6 +176,19 @@ def export_decode(model: CachedDecoder, max_batch: int) -> torch.export.Exported
     with torch.no_grad():
         return torch.export.export(model, example_inputs(model, 2, 1), strict=False,
                                    dynamic_shapes=({0: batch}, {0: batch}, cache, cache))
+
+
+def export_decode_row(model: CachedDecoder, max_batch: int) -> torch.export.ExportedProgram:
+    """Batch 1 (static) through CachedDecoder's single-row path."""
+    cache_len = torch.export.Dim("cache_len", min=2, max=model.rope_cos.shape[0])
+    cache = {3: cache_len}
+    model.single_row = True
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, example_inputs(model, 1, 1), strict=False,
+                                       dynamic_shapes=(None, None, cache, cache))
+    finally:
+        model.single_row = False
 
 
 def package(program: torch.export.ExportedProgram, path: Path, with_weights: bool) -> None:

@@ -2,7 +2,9 @@
 
 The cache is slot-major, [max_slots, L, KV, max_seq_len, D] per K and V, so the rows of a batch window
 first_slot .. first_slot + B - 1 are one contiguous view the packages update in place. On CUDA each decode window
-is captured once as a CUDA graph and replayed (nano-vllm's decode path); prefill runs the package directly.
+is captured once as a CUDA graph and replayed (nano-vllm's decode path); prefill runs the package directly. A
+batch-1 decode uses the artifact's `decode_row` package where it has one (CUDA artifacts: every matmul one fused
+ops/gemv.py kernel).
 """
 import logging
 
@@ -34,6 +36,7 @@ class InductorExecutor(ModelExecutor):
         load = {"weights": self.weights, "single_threaded": self.use_cuda_graphs, "share_weights": share_weights}
         self.prefill = _load_package(artifact.path(entry["prefill"]), **load)
         self.decode = _load_package(artifact.path(entry["decode"]), **load)
+        self.decode_row = _load_package(artifact.path(entry["decode_row"]), **load) if "decode_row" in entry else None
         dtype = getattr(torch, options["dtype"])
         shape = (max_slots, cfg.num_layers, cfg.num_kv_heads, max_seq_len, cfg.head_dim)
         self.k_cache = torch.zeros(shape, dtype=dtype, device=self.device)
@@ -58,8 +61,11 @@ class InductorExecutor(ModelExecutor):
         if seq > 1:
             return self.prefill(ids, past, self.k_cache[window], self.v_cache[window])
         if not self.use_cuda_graphs:
-            return self.decode(ids, past, self.k_cache[window], self.v_cache[window])
+            return self._decode_package(batch)(ids, past, self.k_cache[window], self.v_cache[window])
         return self._decode_graph(first_slot, batch).run(ids, past)
+
+    def _decode_package(self, batch: int):
+        return self.decode_row if batch == 1 and self.decode_row is not None else self.decode
 
     def _decode_graph(self, first_slot: int, batch: int) -> "DecodeGraph":
         key = (first_slot, batch)
@@ -67,7 +73,7 @@ class InductorExecutor(ModelExecutor):
             if len(self._graphs) >= MAX_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs)))
             window = slice(first_slot, first_slot + batch)
-            self._graphs[key] = DecodeGraph(self.decode, self.k_cache[window], self.v_cache[window])
+            self._graphs[key] = DecodeGraph(self._decode_package(batch), self.k_cache[window], self.v_cache[window])
         return self._graphs[key]
 
     def copy_slot(self, src: int, dst: int, length: int) -> None:

@@ -41,6 +41,25 @@ def cpu_artifact(tiny_checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.mark.parametrize("name", ["llama-tied", "llama-untied"])
+def test_single_row_decode_matches_the_batched_path(name, tiny_checkpoint, prompt):
+    """The batch-1 path (ops/gemv.py calls with the norms, residuals and SwiGLU fused in; their torch reference on
+    CPU) gives the batched decode's logits and writes the same keys and values."""
+    model = CachedDecoder(eager_model(tiny_checkpoint(name))).eval()
+    cfg = model.cfg
+    caches = [[torch.randn(1, cfg.num_layers, cfg.num_kv_heads, 32, cfg.head_dim) for _ in range(2)]]
+    caches.append([c.clone() for c in caches[0]])
+    ids, past = torch.tensor([[prompt[-1]]]), torch.tensor([len(prompt)])
+    with torch.no_grad():
+        batched = model(ids, past, *caches[0])
+        model.single_row = True
+        single = model(ids, past, *caches[1])
+    assert single.shape == batched.shape
+    assert (single - batched).abs().max() < 1e-5 * batched.abs().max()
+    for a, b in zip(*caches):
+        assert (a - b).abs().max() < 1e-5
+
+
 @pytest.mark.slow
 def test_cpu_manifest_records_the_packages(cpu_artifact):
     manifest = open_artifact(cpu_artifact).manifest
