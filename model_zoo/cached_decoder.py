@@ -14,7 +14,7 @@ from torch import nn
 
 from ..ops.decode_attention import decode_attention
 from ..ops.gemv import gemv, linear_operands
-from .decoder import DecoderLM, DecoderLayer, RMSNorm, rotate
+from .decoder import DecoderLM, DecoderLayer, RMSNorm
 from .rope import cos_sin_tables
 
 
@@ -90,9 +90,11 @@ def _write_step(k_cache, v_cache, past_lengths, new_keys, new_values):
 
 class PackedLayer(nn.Module):
     """A decoder layer with q/k/v as one linear (outputs concatenated in that order) and gate/up as another (rows
-    interleaved: gate 0, up 0, gate 1, ...), so that a matmul tile holds both halves of each SwiGLU pair. The two
-    RMSNorms' weights are folded into the columns of the linears they feed (their own weights become ones), so the
-    batch-1 kernels normalise x without loading a norm weight."""
+    interleaved: gate 0, up 0, gate 1, ...), so that a matmul tile holds both halves of each SwiGLU pair. For the
+    same reason each q and k head's dims are reordered into rotary pairs (d, d + D/2) side by side; attention scores
+    do not change when q and k share one order, and the cache holds keys in it. The two RMSNorms' weights are folded
+    into the columns of the linears they feed (their own weights become ones), so the batch-1 kernels normalise x
+    without loading a norm weight."""
 
     def __init__(self, layer: DecoderLayer):
         super().__init__()
@@ -100,10 +102,11 @@ class PackedLayer(nn.Module):
         self.cfg = attn.cfg
         self.input_layernorm = unit_norm(layer.input_layernorm)
         self.post_attention_layernorm = unit_norm(layer.post_attention_layernorm)
-        self.qkv_proj = fold_norm(layer.input_layernorm, concat_linears(attn.q_proj, attn.k_proj, attn.v_proj))
+        qkv = concat_linears(attn.q_proj, attn.k_proj, attn.v_proj)
+        self.qkv_proj = fold_norm(layer.input_layernorm, pair_rotary_rows(qkv, self.cfg))
         self.o_proj = attn.o_proj
         if self.cfg.qk_norm:
-            self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
+            self.q_norm, self.k_norm = pair_rotary_norm(attn.q_norm), pair_rotary_norm(attn.k_norm)
         self.gate_up_proj = fold_norm(layer.post_attention_layernorm, interleave_linears(mlp.gate_proj, mlp.up_proj))
         self.down_proj = mlp.down_proj
 
@@ -124,10 +127,15 @@ class PackedLayer(nn.Module):
         return self._rest(x, out.reshape(x.shape[0], 1, self.cfg.q_size)), k, v
 
     def decode_row(self, x, cos, sin, past_lengths, k_cache, v_cache):
-        """decode for batch 1 with x [E]: four gemv calls (norm + q/k/v, o + residual, norm + gate/up + SwiGLU,
-        down + residual) around the rotary and attention."""
-        qkv = gemv(x, **linear_operands(self.qkv_proj), rms_eps=self.input_layernorm.eps)
-        q, k, v = self._heads(qkv.reshape(1, 1, -1), cos, sin)
+        """decode for batch 1 with x [E]: four gemv calls (norm + q/k/v + rotary, o + residual, norm + gate/up +
+        SwiGLU, down + residual) around the attention. With q/k norms the rotary runs after them, unfused."""
+        cfg, eps = self.cfg, self.input_layernorm.eps
+        if cfg.qk_norm:
+            qkv = gemv(x, **linear_operands(self.qkv_proj), rms_eps=eps)
+            q, k, v = self._heads(qkv.reshape(1, 1, -1), cos, sin)
+        else:
+            rope = (cos.reshape(-1), sin.reshape(-1), cfg.q_size + cfg.kv_size, cfg.head_dim)
+            q, k, v = self._split(gemv(x, **linear_operands(self.qkv_proj), rms_eps=eps, rope=rope).reshape(1, 1, -1))
         out = decode_attention(q[:, 0], k[:, 0], v[:, 0], k_cache, v_cache, past_lengths)
         x = gemv(out.reshape(-1), **linear_operands(self.o_proj), residual=x)
         act = gemv(x, **linear_operands(self.gate_up_proj), rms_eps=self.post_attention_layernorm.eps, swiglu=True)
@@ -138,14 +146,16 @@ class PackedLayer(nn.Module):
 
     def _heads(self, qkv, cos, sin):
         """Projected q/k/v [B, S, q + 2 kv] -> rotated q, k and v per head."""
+        q, k, v = self._split(qkv)
+        if self.cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin), v
+
+    def _split(self, qkv):
         cfg, (batch, seq, _) = self.cfg, qkv.shape
         q, k, v = qkv.split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
-        q = q.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
-        k = k.reshape(batch, seq, cfg.num_kv_heads, cfg.head_dim)
-        v = v.reshape(batch, seq, cfg.num_kv_heads, cfg.head_dim)
-        if cfg.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        return rotate(q, cos, sin), rotate(k, cos, sin), v
+        heads = (cfg.num_heads, cfg.num_kv_heads, cfg.num_kv_heads)
+        return tuple(t.reshape(batch, seq, n, cfg.head_dim) for t, n in zip((q, k, v), heads))
 
     def _rest(self, x, attention):
         """The output projection, residual, and the MLP block."""
@@ -161,6 +171,36 @@ def concat_linears(*linears: nn.Linear) -> nn.Linear:
     if packed.bias is not None:
         packed.bias = nn.Parameter(torch.cat([linear.bias.data for linear in linears]), requires_grad=False)
     return packed
+
+
+def rotary_pair_order(head_dim: int) -> torch.Tensor:
+    """A head's dims with each rotary pair side by side: 0, D/2, 1, D/2 + 1, ..."""
+    return torch.arange(head_dim).view(2, -1).T.reshape(-1)
+
+
+def pair_rotary_rows(qkv: nn.Linear, cfg) -> nn.Linear:
+    """Reorder the q and k heads' output rows of a packed q/k/v linear into rotary pair order (v keeps its own)."""
+    rows = cfg.num_heads + cfg.num_kv_heads
+    order = (torch.arange(rows)[:, None] * cfg.head_dim + rotary_pair_order(cfg.head_dim)).flatten()
+    order = torch.cat([order, torch.arange(rows * cfg.head_dim, qkv.weight.shape[0])])
+    qkv.weight.data = qkv.weight.data[order]
+    if qkv.bias is not None:
+        qkv.bias.data = qkv.bias.data[order]
+    return qkv
+
+
+def pair_rotary_norm(norm: RMSNorm) -> RMSNorm:
+    paired = RMSNorm(norm.weight.shape[0], norm.eps).to(norm.weight.device, norm.weight.dtype)
+    paired.weight.data = norm.weight.data[rotary_pair_order(norm.weight.shape[0])]
+    return paired
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The rotary embedding of x [..., H, D] with dims in rotary pair order; cos/sin [..., D/2] without the head
+    axis."""
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos.unsqueeze(-2), sin.unsqueeze(-2)
+    return torch.stack([a * c - b * s, b * c + a * s], dim=-1).flatten(-2)
 
 
 def fold_norm(norm: RMSNorm, linear: nn.Linear) -> nn.Linear:

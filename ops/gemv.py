@@ -22,26 +22,30 @@ DENSE, INT8, INT4 = 0, 1, 2
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None, zeros: torch.Tensor | None = None,
          bias: torch.Tensor | None = None, rms_eps: float | None = None, norm_weight: torch.Tensor | None = None,
-         swiglu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+         swiglu: bool = False, rope: tuple | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
     """x [K] -> y [N] (or [N / 2] with swiglu).
 
     weight: [N, K] in x's dtype, or int8 codes [N, K] with `scales` [N], or int4 codes two a byte [N, K/2] (even k
     in the high nibble) with `scales` and `zeros` [N, K/G]: w = (q - 8) * scale + zero. rms_eps: RMS-normalise x
     first, times norm_weight if given (without it, the norm's weight is expected folded into W's columns, which
     saves the kernel a load). bias [N] is added to the product; then either swiglu (rows are (gate, up) pairs: y[i] =
-    silu(y[2i]) * y[2i + 1]) or a residual [N] is added.
+    silu(y[2i]) * y[2i + 1]), or rope = (cos, sin [D/2], rows, D): the first `rows` rows are heads of D rows in
+    rotary pairs (y[2i], y[2i + 1]) of angle i mod D/2, rotated; a residual [N] may be added after either.
     """
+    cos, sin, rope_rows, head_dim = rope if rope is not None else (None, None, 0, 0)
     if x.is_cuda:
-        return gemv_kernel_op()(x, weight, scales, zeros, bias, norm_weight, residual, rms_eps, swiglu)
-    return gemv_reference(x, weight, scales, zeros, bias, norm_weight, residual, rms_eps, swiglu)
+        return gemv_kernel_op()(x, weight, scales, zeros, bias, norm_weight, residual, cos, sin, rms_eps, swiglu,
+                                rope_rows, head_dim)
+    return gemv_reference(x, weight, scales, zeros, bias, norm_weight, residual, cos, sin, rms_eps, swiglu, rope_rows,
+                          head_dim)
 
 
 def weight_format(weight: torch.Tensor) -> int:
     return {torch.int8: INT8, torch.uint8: INT4}.get(weight.dtype, DENSE)
 
 
-def gemv_reference(x, weight, scales=None, zeros=None, bias=None, norm_weight=None, residual=None, rms_eps=None,
-                   swiglu=False):
+def gemv_reference(x, weight, scales=None, zeros=None, bias=None, norm_weight=None, residual=None, cos=None, sin=None,
+                   rms_eps=None, swiglu=False, rope_rows=0, head_dim=0):
     """gemv in torch, rounding to x's dtype where the kernel does (the matmul output, bias, result)."""
     dtype = x.dtype
     x = x.float()
@@ -54,7 +58,12 @@ def gemv_reference(x, weight, scales=None, zeros=None, bias=None, norm_weight=No
         y = (y.float() + bias.float()).to(dtype)
     if swiglu:
         gate, up = y.float().view(-1, 2).unbind(-1)
-        return (F.silu(gate) * up).to(dtype)
+        y = (F.silu(gate) * up).to(dtype)
+    if rope_rows:
+        a, b = y[:rope_rows].float().view(-1, head_dim // 2, 2).unbind(-1)  # [heads, D/2] each
+        cos, sin = cos.float(), sin.float()
+        rotated = torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten()
+        y = torch.cat([rotated.to(dtype), y[rope_rows:]])
     return y if residual is None else (y.float() + residual.float()).to(dtype)
 
 
@@ -88,7 +97,8 @@ def gemv_kernel_op():
     @torch.library.triton_op("mistralrs::gemv", mutates_args=())
     def op(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, zeros: torch.Tensor | None,
            bias: torch.Tensor | None, norm_weight: torch.Tensor | None, residual: torch.Tensor | None,
-           rms_eps: float | None, swiglu: bool) -> torch.Tensor:
+           cos: torch.Tensor | None, sin: torch.Tensor | None, rms_eps: float | None, swiglu: bool, rope_rows: int,
+           head_dim: int) -> torch.Tensor:
         fmt, n = weight_format(weight), weight.shape[0]
         k = weight.shape[1] * (2 if fmt == INT4 else 1)
         group = k // scales.shape[1] if fmt == INT4 else 1
@@ -99,8 +109,9 @@ def gemv_kernel_op():
         torch.library.wrap_triton(triton_gemv.gemv_kernel)[((n + config["BN"] - 1) // config["BN"],)](
             x, weight, unused if scales is None else scales, unused if zeros is None else zeros,
             unused if bias is None else bias, unused if norm_weight is None else norm_weight,
-            unused if residual is None else residual, y, n, k, FORMAT=fmt, G=group, NORM=norm,
-            EPS=rms_eps or 0.0, BIAS=bias is not None, SWIGLU=swiglu, RESIDUAL=residual is not None, **config)
+            unused if residual is None else residual, unused if cos is None else cos, unused if sin is None else sin,
+            y, n, k, rope_rows, FORMAT=fmt, G=group, NORM=norm, EPS=rms_eps or 0.0, BIAS=bias is not None,
+            SWIGLU=swiglu, ROPE=rope_rows > 0, HEAD_DIM=max(head_dim, 2), RESIDUAL=residual is not None, **config)
         return y
 
     return op

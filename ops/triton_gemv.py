@@ -13,9 +13,10 @@ MAGIC = tl.constexpr(8388608.0)  # 2 ** 23: a code q OR-ed into the bits of 2 **
 
 
 @triton.jit
-def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, y_ptr, N, K,
+def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr, sin_ptr, y_ptr, N, K, rope_rows,
                 FORMAT: tl.constexpr, G: tl.constexpr, NORM: tl.constexpr, EPS: tl.constexpr, BIAS: tl.constexpr,
-                SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                SWIGLU: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, RESIDUAL: tl.constexpr,
+                BN: tl.constexpr, BK: tl.constexpr):
     """FORMAT 0: W [N, K] in x's dtype. 1: int8 codes [N, K], y scaled by s[n]. 2: two int4 codes a byte [N, K/2]
     (even k in the high nibble), w = (q - 8) * s + z with s, z [N, K/G]; BK counts weights, a multiple of G.
     NORM 1: x is RMS-normalised (the 1/rms factor is applied to y, so the squares are summed in the same pass);
@@ -71,6 +72,14 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, y_ptr, 
     y = y.to(out_dtype).to(tl.float32)  # where the unfused graph stores the matmul's output
     if BIAS:
         y = (y + tl.load(bias_ptr + rows, mask=live, other=0.0).to(tl.float32)).to(out_dtype).to(tl.float32)
+    if ROPE:
+        a, b = tl.split(tl.reshape(y, (BN // 2, 2)))
+        pair_rows = tl.program_id(0) * BN + 2 * tl.arange(0, BN // 2)
+        angle = (pair_rows % HEAD_DIM) // 2
+        rotated = pair_rows < rope_rows
+        cos = tl.load(cos_ptr + angle, mask=rotated, other=1.0).to(tl.float32)
+        sin = tl.load(sin_ptr + angle, mask=rotated, other=0.0).to(tl.float32)
+        y = tl.reshape(tl.join(a * cos - b * sin, b * cos + a * sin), (BN,))
     if SWIGLU:
         gate, up = tl.split(tl.reshape(y, (BN // 2, 2)))
         outs = tl.program_id(0) * (BN // 2) + tl.arange(0, BN // 2)

@@ -41,22 +41,26 @@ def cpu_artifact(tiny_checkpoint, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["llama-tied", "llama-untied"])
-def test_single_row_decode_matches_the_batched_path(name, tiny_checkpoint, prompt):
-    """The batch-1 path (ops/gemv.py calls with the norms, residuals and SwiGLU fused in; their torch reference on
-    CPU) gives the batched decode's logits and writes the same keys and values."""
-    model = CachedDecoder(eager_model(tiny_checkpoint(name))).eval()
+@pytest.mark.parametrize("name", ["llama-tied", "llama-untied", "qwen2", "qwen3"])
+def test_cached_decoder_matches_the_decoder(name, tiny_checkpoint, prompt):
+    """CachedDecoder's rearranged weights (packed and reordered rows, folded norms), a prefill and then decode steps
+    through both decode paths (batched, and single-row: ops/gemv.py's reference on CPU) give DecoderLM's logits and
+    the same cache contents."""
+    lm = eager_model(tiny_checkpoint(name))
+    generated = [5, 9, 14]
+    reference = torch.from_numpy(teacher_forced(lm, prompt, generated + [0]))
+    model = CachedDecoder(lm).eval()
     cfg = model.cfg
-    caches = [[torch.randn(1, cfg.num_layers, cfg.num_kv_heads, 32, cfg.head_dim) for _ in range(2)]]
-    caches.append([c.clone() for c in caches[0]])
-    ids, past = torch.tensor([[prompt[-1]]]), torch.tensor([len(prompt)])
+    caches = {path: [torch.zeros(1, cfg.num_layers, cfg.num_kv_heads, 32, cfg.head_dim) for _ in range(2)]
+              for path in ("batched", "single")}
     with torch.no_grad():
-        batched = model(ids, past, *caches[0])
-        model.single_row = True
-        single = model(ids, past, *caches[1])
-    assert single.shape == batched.shape
-    assert (single - batched).abs().max() < 1e-5 * batched.abs().max()
-    for a, b in zip(*caches):
+        for path, cache in caches.items():
+            model.single_row = path == "single"
+            logits = [model(torch.tensor([prompt]), torch.tensor([0]), *cache)[0]]
+            for step, token in enumerate(generated):
+                logits.append(model(torch.tensor([[token]]), torch.tensor([len(prompt) + step]), *cache)[0])
+            assert (torch.stack(logits) - reference).abs().max() < TOLERANCE * reference.abs().max(), path
+    for a, b in zip(*caches.values()):
         assert (a - b).abs().max() < 1e-5
 
 

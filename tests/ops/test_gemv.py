@@ -55,7 +55,7 @@ def test_tied_head_is_a_bare_weight():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("fmt", ["dense", "int8", "int4"])
-@pytest.mark.parametrize("fusion", ["plain", "rms", "rms+weight", "rms+bias+swiglu", "residual"])
+@pytest.mark.parametrize("fusion", ["plain", "rms", "rms+weight", "rms+bias+swiglu", "rms+rope", "residual"])
 @pytest.mark.parametrize("shape", [(3078, 2048), (2050, 8192), (30, 96)])
 def test_kernel_matches_reference(fmt, fusion, shape):
     n, k = shape
@@ -68,6 +68,10 @@ def test_kernel_matches_reference(fmt, fusion, shape):
         options["norm_weight"] = torch.rand(k, device="cuda", dtype=torch.bfloat16) + 0.5
     if "swiglu" in fusion:
         options["swiglu"] = True
+    if "rope" in fusion:
+        head_dim = 64 if n >= 128 else 8
+        angles = torch.rand(head_dim // 2, device="cuda") * 6
+        options["rope"] = (angles.cos().bfloat16(), angles.sin().bfloat16(), (n // (2 * head_dim)) * head_dim, head_dim)
     if fusion == "residual":
         options["residual"] = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     out = gemv(x, **linear_operands(layer), **options)
