@@ -78,10 +78,11 @@ def linear_operands(linear) -> dict:
     return {"weight": linear.weight, "bias": linear.bias}
 
 
-def block_config(fmt: int, n: int, k: int, norm: int) -> dict:
-    """Rows per program, weights per chunk and warps, from bench/gpu_gemv.py on an H100 over the Llama-3.2-1B
-    shapes: bf16 and int8 stream fastest two rows a program (bf16 2.0-2.9 TB/s, ahead of cuBLAS; int8 1.0-2.7),
-    int4 eight; a norm weight loaded beside x is amortised over eight rows."""
+def block_config(fmt: int, norm: int) -> dict:
+    """Rows per program, weights per chunk and warps for a weight format and norm mode (0 none, 1 RMS, 2 RMS times a
+    loaded norm weight), from bench/gpu_gemv.py on an H100 over the Llama-3.2-1B shapes: bf16 and int8 stream
+    fastest two rows a program (bf16 2.0-2.9 TB/s, ahead of cuBLAS; int8 1.0-2.7), int4 eight; a norm weight loaded
+    beside x is amortised over eight rows. Rows come in pairs (SwiGLU, rotary), so every choice is even."""
     if norm == 2:
         return {"BN": 8, "BK": 2048, "num_warps": 4, "num_stages": 1}
     if fmt == INT4:
@@ -104,7 +105,7 @@ def gemv_kernel_op():
         group = k // scales.shape[1] if fmt == INT4 else 1
         y = torch.empty(n // 2 if swiglu else n, dtype=x.dtype, device=x.device)
         norm = 0 if rms_eps is None else 1 if norm_weight is None else 2
-        config = block_config(fmt, n, k, norm)
+        config = block_config(fmt, norm)
         unused = x  # a pointer the kernel never reads (its flag is off)
         torch.library.wrap_triton(triton_gemv.gemv_kernel)[((n + config["BN"] - 1) // config["BN"],)](
             x, weight, unused if scales is None else scales, unused if zeros is None else zeros,
