@@ -46,7 +46,9 @@ class CachedDecoder(nn.Module):
         cos, sin = self.rope_cos[positions].to(dtype), self.rope_sin[positions].to(dtype)  # [B, S, D/2]
         x = self.embed_tokens(token_ids)
         if seq == 1 and self.single_row:
-            return self._decode_row(x, cos, sin, past_lengths, k_cache, v_cache)
+            x = self._decode_layers(x.reshape(-1), cos, sin, past_lengths, k_cache, v_cache)
+            head = self.lm_head if hasattr(self, "lm_head") else self.embed_tokens.weight
+            return gemv(x, **linear_operands(head), rms_eps=self.norm.eps, norm_weight=self.norm.weight).float()[None]
         if seq == 1:
             x = self._decode_layers(x, cos, sin, past_lengths, k_cache, v_cache)
         else:
@@ -59,25 +61,15 @@ class CachedDecoder(nn.Module):
         return logits.float()
 
     def _decode_layers(self, x, cos, sin, past_lengths, k_cache, v_cache):
+        """Every layer's decode (single_row: decode_row, x [E]), then one write of all new keys and values."""
         new_keys, new_values = [], []
         for index, layer in enumerate(self.layers):
-            x, k, v = layer.decode(x, cos, sin, past_lengths, k_cache[:, index], v_cache[:, index])
+            decode = layer.decode_row if self.single_row else layer.decode
+            x, k, v = decode(x, cos, sin, past_lengths, k_cache[:, index], v_cache[:, index])
             new_keys.append(k)
             new_values.append(v)
         _write_step(k_cache, v_cache, past_lengths, new_keys, new_values)
         return x
-
-    def _decode_row(self, x, cos, sin, past_lengths, k_cache, v_cache):
-        """Batch 1 through ops/gemv.py: x [1, 1, E] -> logits [1, V]."""
-        x, new_keys, new_values = x.reshape(-1), [], []
-        for index, layer in enumerate(self.layers):
-            x, k, v = layer.decode_row(x, cos, sin, past_lengths, k_cache[:, index], v_cache[:, index])
-            new_keys.append(k)
-            new_values.append(v)
-        _write_step(k_cache, v_cache, past_lengths, new_keys, new_values)
-        head = self.lm_head if hasattr(self, "lm_head") else self.embed_tokens.weight
-        logits = gemv(x, **linear_operands(head), rms_eps=self.norm.eps, norm_weight=self.norm.weight)
-        return logits.float()[None]
 
 
 def _write_step(k_cache, v_cache, past_lengths, new_keys, new_values):
@@ -173,26 +165,29 @@ def concat_linears(*linears: nn.Linear) -> nn.Linear:
     return packed
 
 
-def rotary_pair_order(head_dim: int) -> torch.Tensor:
-    """A head's dims with each rotary pair side by side: 0, D/2, 1, D/2 + 1, ..."""
-    return torch.arange(head_dim).view(2, -1).T.reshape(-1)
+def interleaved_halves(size: int) -> torch.Tensor:
+    """0, size/2, 1, size/2 + 1, ...: the two halves of a range side by side (a head's rotary pairs, gate/up rows)."""
+    return torch.arange(size).view(2, -1).T.reshape(-1)
+
+
+def reorder_rows(linear: nn.Linear, order: torch.Tensor) -> nn.Linear:
+    linear.weight.data = linear.weight.data[order]
+    if linear.bias is not None:
+        linear.bias.data = linear.bias.data[order]
+    return linear
 
 
 def pair_rotary_rows(qkv: nn.Linear, cfg) -> nn.Linear:
     """Reorder the q and k heads' output rows of a packed q/k/v linear into rotary pair order (v keeps its own)."""
     rows = cfg.num_heads + cfg.num_kv_heads
-    order = (torch.arange(rows)[:, None] * cfg.head_dim + rotary_pair_order(cfg.head_dim)).flatten()
-    order = torch.cat([order, torch.arange(rows * cfg.head_dim, qkv.weight.shape[0])])
-    qkv.weight.data = qkv.weight.data[order]
-    if qkv.bias is not None:
-        qkv.bias.data = qkv.bias.data[order]
-    return qkv
+    order = (torch.arange(rows)[:, None] * cfg.head_dim + interleaved_halves(cfg.head_dim)).flatten()
+    return reorder_rows(qkv, torch.cat([order, torch.arange(rows * cfg.head_dim, qkv.weight.shape[0])]))
 
 
-def pair_rotary_norm(norm: RMSNorm) -> RMSNorm:
-    paired = RMSNorm(norm.weight.shape[0], norm.eps).to(norm.weight.device, norm.weight.dtype)
-    paired.weight.data = norm.weight.data[rotary_pair_order(norm.weight.shape[0])]
-    return paired
+def interleave_linears(first: nn.Linear, second: nn.Linear) -> nn.Linear:
+    """One linear whose output rows alternate between the two layers' rows (first 0, second 0, first 1, ...)."""
+    packed = concat_linears(first, second)
+    return reorder_rows(packed, interleaved_halves(packed.weight.shape[0]))
 
 
 def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -210,20 +205,19 @@ def fold_norm(norm: RMSNorm, linear: nn.Linear) -> nn.Linear:
     return linear
 
 
+def norm_like(norm: RMSNorm, weight: torch.Tensor) -> RMSNorm:
+    """An RMSNorm with `norm`'s eps and `weight` (a new module: DecoderLM's own stays as it was)."""
+    new = RMSNorm(weight.shape[0], norm.eps)
+    new.weight = nn.Parameter(weight, requires_grad=False)
+    return new
+
+
 def unit_norm(norm: RMSNorm) -> RMSNorm:
-    unit = RMSNorm(norm.weight.shape[0], norm.eps).to(norm.weight.device, norm.weight.dtype)
-    unit.weight.requires_grad_(False)
-    return unit
+    return norm_like(norm, torch.ones_like(norm.weight.data))
 
 
-def interleave_linears(first: nn.Linear, second: nn.Linear) -> nn.Linear:
-    """One linear whose output rows alternate between the two layers' rows (first 0, second 0, first 1, ...)."""
-    packed = concat_linears(first, second)
-    order = torch.arange(packed.weight.shape[0]).view(2, -1).T.reshape(-1)
-    packed.weight.data = packed.weight.data[order]
-    if packed.bias is not None:
-        packed.bias.data = packed.bias.data[order]
-    return packed
+def pair_rotary_norm(norm: RMSNorm) -> RMSNorm:
+    return norm_like(norm, norm.weight.data[interleaved_halves(norm.weight.shape[0])])
 
 
 def _grouped_attention(q, k_cache, v_cache, mask, num_kv_heads: int):

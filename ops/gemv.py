@@ -3,7 +3,8 @@
 At batch 1 a decode step is a chain of matrix-vector products, each reading its weight once, with small
 elementwise kernels between them (RMSNorm, silu(gate) * up, residual adds) that cost a launch each and no useful
 bandwidth. `gemv` folds those into the matmul that reads the weight: the input's RMSNorm is computed as its chunks
-are loaded, and the bias, the residual or the SwiGLU of (gate, up) row pairs are applied before storing. Weights
+are loaded, and the bias, the residual, the SwiGLU of (gate, up) row pairs or the rotary embedding of q/k row pairs
+are applied before storing. Weights
 are read in their stored format (bf16/fp16, int8 per output row, int4 in groups), so one kernel serves every ISQ
 level.
 

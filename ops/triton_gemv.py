@@ -1,10 +1,10 @@
 """The Triton kernel of ops/gemv.py. This module imports Triton at the top: import it only where Triton is (CUDA,
-or its interpreter in tests).
+or Triton's CPU interpreter, TRITON_INTERPRET=1).
 
 One program computes BN outputs of y = x @ W.T for a single row x, streaming its BN rows of W along K in chunks:
-W is read once, in its stored format, and the RMSNorm of x, the bias, the residual and the SwiGLU of gate/up pairs
-ride on that one pass. Pipelining stages do not help these loops (no tl.dot), so latency is hidden by running
-many narrow programs.
+W is read once, in its stored format, and the RMSNorm of x, the bias, the rotary embedding of q/k pairs, the
+residual and the SwiGLU of gate/up pairs ride on that one pass. Pipelining stages do not help these loops (no
+tl.dot), so latency is hidden by running many narrow programs.
 """
 import triton
 import triton.language as tl
@@ -20,7 +20,9 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr
     """FORMAT 0: W [N, K] in x's dtype. 1: int8 codes [N, K], y scaled by s[n]. 2: two int4 codes a byte [N, K/2]
     (even k in the high nibble), w = (q - 8) * s + z with s, z [N, K/G]; BK counts weights, a multiple of G.
     NORM 1: x is RMS-normalised (the 1/rms factor is applied to y, so the squares are summed in the same pass);
-    2: and multiplied by norm[k] (1 suits weights with the norm's weight folded into their columns). SWIGLU: rows come in (gate, up) pairs and y[n / 2] = silu(gate) * up."""
+    2: and multiplied by norm[k] (1 suits weights with the norm's weight folded into their columns).
+    SWIGLU: rows come in (gate, up) pairs and y[n / 2] = silu(gate) * up. ROPE: rows below rope_rows come in rotary
+    pairs (a, b) of heads of HEAD_DIM rows, rotated by cos/sin [HEAD_DIM / 2]."""
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
     live = rows < N
     if FORMAT == 2:

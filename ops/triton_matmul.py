@@ -1,5 +1,5 @@
 """The Triton kernel of ops/weight_only.py's CUDA matmuls. This module imports Triton at the top: import it only
-where Triton is (CUDA, or its interpreter in tests).
+where Triton is (CUDA, or Triton's CPU interpreter, TRITON_INTERPRET=1).
 
 y[m, n] = sum_k x[m, k] * w[n, k] with w read in its stored format and converted to x's dtype inside the kernel,
 so each step reads the compact weight once (Inductor's lowering of `linear(x, dequantized(w))` would first write a

@@ -2,13 +2,13 @@
 
 Two .pt2 packages per artifact, `prefill.pt2` (dynamic batch and length) and `decode.pt2` (one token a row,
 dynamic batch), plus on CUDA `decode_row.pt2` (batch 1, every matmul one fused ops/gemv.py kernel), share one
-weight file by default: the packages are built without their constants, and the runtime
-loads `weights.safetensors` once and hands the same tensors to both (`shared_weights=False` embeds them instead).
+weight file by default: the packages are built without their constants, and the runtime loads
+`weights.safetensors` once and hands the same tensors to all of them (`shared_weights=False` embeds them instead).
 The decoder is model_zoo's CachedDecoder: q/k/v and gate/up packed into one matmul each, decode attention by
 ops/decode_attention.py (a Triton kernel on CUDA). A .pt2 runs only under the torch version that built it, so CUDA
-artifacts are compiled on the GPU machine; the manifest records the versions. ISQ is weight-only (ops/weight_only.py): 8-bit schemes give int8 per output
-channel, 4-bit schemes int4 on the scheme's groups; the LM head is int8 either way, the embedding table
-stays in `dtype`.
+artifacts are compiled on the GPU machine; the manifest records the versions. ISQ is weight-only
+(ops/weight_only.py): 8-bit schemes give int8 per output channel, 4-bit schemes int4 on the scheme's groups; the
+LM head is int8 either way, the embedding table stays in `dtype`.
 
 Before compiling, a one-Linear package is built and loaded in a child process: a package built by a C++ compiler
 whose libstdc++ differs from the one torch runs with compiles fine and then segfaults at load (std::regex in
