@@ -73,7 +73,7 @@ def gemv_launch(fmt, n, k, x, y, config, rms=False, swiglu=False, residual=None)
 
     def launch(w):
         triton_gemv.gemv_kernel[grid](x, w["weight"], w.get("scales", x), w.get("zeros", x), x,
-                                      x, x if residual is None else residual, x, x, y, n, k, 0, FORMAT=fmt,
+                                      x, x if residual is None else residual, x, x, x, y, n, k, 0, FORMAT=fmt,
                                       G=GROUP if fmt == INT4 else 1, NORM=int(rms), EPS=1e-5, BIAS=False,
                                       SWIGLU=swiglu, ROPE=False, HEAD_DIM=2, RESIDUAL=residual is not None, **config)
     return launch

@@ -64,8 +64,8 @@ class CachedDecoder(nn.Module):
         """Every layer's decode (single_row: decode_row, x [E]), then one write of all new keys and values."""
         new_keys, new_values = [], []
         for index, layer in enumerate(self.layers):
-            decode = layer.decode_row if self.single_row else layer.decode
-            x, k, v = decode(x, cos, sin, past_lengths, k_cache[:, index], v_cache[:, index])
+            args = (x, cos, sin, past_lengths, k_cache[:, index], v_cache[:, index])
+            x, k, v = layer.decode_row(*args, self.rope_cos, self.rope_sin) if self.single_row else layer.decode(*args)
             new_keys.append(k)
             new_values.append(v)
         _write_step(k_cache, v_cache, past_lengths, new_keys, new_values)
@@ -118,15 +118,16 @@ class PackedLayer(nn.Module):
         out = decode_attention(q[:, 0], k, v, k_cache, v_cache, past_lengths)
         return self._rest(x, out.reshape(x.shape[0], 1, self.cfg.q_size)), k, v
 
-    def decode_row(self, x, cos, sin, past_lengths, k_cache, v_cache):
+    def decode_row(self, x, cos, sin, past_lengths, k_cache, v_cache, cos_table, sin_table):
         """decode for batch 1 with x [E]: four gemv calls (norm + q/k/v + rotary, o + residual, norm + gate/up +
-        SwiGLU, down + residual) around the attention. With q/k norms the rotary runs after them, unfused."""
+        SwiGLU, down + residual) around the attention. The fused rotary reads its row of the tables itself; with
+        q/k norms the rotary runs after them, unfused, on cos/sin."""
         cfg, eps = self.cfg, self.input_layernorm.eps
         if cfg.qk_norm:
             qkv = gemv(x, **linear_operands(self.qkv_proj), rms_eps=eps)
             q, k, v = self._heads(qkv.reshape(1, 1, -1), cos, sin)
         else:
-            rope = (cos.reshape(-1), sin.reshape(-1), cfg.q_size + cfg.kv_size, cfg.head_dim)
+            rope = (cos_table, sin_table, past_lengths, cfg.q_size + cfg.kv_size, cfg.head_dim)
             q, k, v = self._split(gemv(x, **linear_operands(self.qkv_proj), rms_eps=eps, rope=rope).reshape(1, 1, -1))
         out = decode_attention(q[:, 0], k[:, 0], v[:, 0], k_cache, v_cache, past_lengths)
         x = gemv(out.reshape(-1), **linear_operands(self.o_proj), residual=x)

@@ -30,15 +30,16 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = No
     in the high nibble) with `scales` and `zeros` [N, K/G]: w = (q - 8) * scale + zero. rms_eps: RMS-normalise x
     first, times norm_weight if given (without it, the norm's weight is expected folded into W's columns, which
     saves the kernel a load). bias [N] is added to the product; then either swiglu (rows are (gate, up) pairs: y[i] =
-    silu(y[2i]) * y[2i + 1]), or rope = (cos, sin [D/2], rows, D): the first `rows` rows are heads of D rows in
-    rotary pairs (y[2i], y[2i + 1]) of angle i mod D/2, rotated; a residual [N] may be added after either.
+    silu(y[2i]) * y[2i + 1]), or rope = (cos, sin [positions, D/2], position [1], rows, D): the first `rows` rows
+    are heads of D rows in rotary pairs (y[2i], y[2i + 1]) of angle i mod D/2, rotated by the tables' row at
+    `position` (read on the device, so that no lookup kernel runs first); a residual [N] may be added after either.
     """
-    cos, sin, rope_rows, head_dim = rope if rope is not None else (None, None, 0, 0)
+    cos, sin, position, rope_rows, head_dim = rope if rope is not None else (None, None, None, 0, 0)
     if x.is_cuda:
-        return gemv_kernel_op()(x, weight, scales, zeros, bias, norm_weight, residual, cos, sin, rms_eps, swiglu,
-                                rope_rows, head_dim)
-    return gemv_reference(x, weight, scales, zeros, bias, norm_weight, residual, cos, sin, rms_eps, swiglu, rope_rows,
-                          head_dim)
+        return gemv_kernel_op()(x, weight, scales, zeros, bias, norm_weight, residual, cos, sin, position, rms_eps,
+                                swiglu, rope_rows, head_dim)
+    return gemv_reference(x, weight, scales, zeros, bias, norm_weight, residual, cos, sin, position, rms_eps, swiglu,
+                          rope_rows, head_dim)
 
 
 def weight_format(weight: torch.Tensor) -> int:
@@ -46,7 +47,7 @@ def weight_format(weight: torch.Tensor) -> int:
 
 
 def gemv_reference(x, weight, scales=None, zeros=None, bias=None, norm_weight=None, residual=None, cos=None, sin=None,
-                   rms_eps=None, swiglu=False, rope_rows=0, head_dim=0):
+                   position=None, rms_eps=None, swiglu=False, rope_rows=0, head_dim=0):
     """gemv in torch, rounding to x's dtype where the kernel does (the matmul output, bias, result)."""
     dtype = x.dtype
     x = x.float()
@@ -62,7 +63,7 @@ def gemv_reference(x, weight, scales=None, zeros=None, bias=None, norm_weight=No
         y = (F.silu(gate) * up).to(dtype)
     if rope_rows:
         a, b = y[:rope_rows].float().view(-1, head_dim // 2, 2).unbind(-1)  # [heads, D/2] each
-        cos, sin = cos.float(), sin.float()
+        cos, sin = (table[position].reshape(-1).to(dtype).float() for table in (cos, sin))
         rotated = torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten()
         y = torch.cat([rotated.to(dtype), y[rope_rows:]])
     return y if residual is None else (y.float() + residual.float()).to(dtype)
@@ -79,16 +80,18 @@ def linear_operands(linear) -> dict:
     return {"weight": linear.weight, "bias": linear.bias}
 
 
+# (weight format, norm mode): rows a program, weights a chunk, warps; from bench/gpu_gemv.py on an H100 over the
+# Llama-3.2-1B shapes, each timed as the decoder calls it (norm 1: q/k/v with rotary and gate/up with SwiGLU; norm 2:
+# the LM head; 0: o and down with the residual). Rows come in pairs (SwiGLU, rotary), so every choice is even.
+BLOCKS = {(DENSE, 0): (2, 1024, 4), (DENSE, 1): (8, 1024, 4), (DENSE, 2): (8, 1024, 4),
+          (INT8, 0): (2, 2048, 4), (INT8, 1): (8, 512, 8), (INT8, 2): (8, 512, 4),
+          (INT4, 0): (8, 2048, 8), (INT4, 1): (8, 512, 4), (INT4, 2): (8, 512, 4)}
+
+
 def block_config(fmt: int, norm: int) -> dict:
-    """Rows per program, weights per chunk and warps for a weight format and norm mode (0 none, 1 RMS, 2 RMS times a
-    loaded norm weight), from bench/gpu_gemv.py on an H100 over the Llama-3.2-1B shapes: bf16 and int8 stream
-    fastest two rows a program (bf16 2.0-2.9 TB/s, ahead of cuBLAS; int8 1.0-2.7), int4 eight; a norm weight loaded
-    beside x is amortised over eight rows. Rows come in pairs (SwiGLU, rotary), so every choice is even."""
-    if norm == 2:
-        return {"BN": 8, "BK": 2048, "num_warps": 4, "num_stages": 1}
-    if fmt == INT4:
-        return {"BN": 8, "BK": 2048, "num_warps": 8, "num_stages": 1}
-    return {"BN": 2, "BK": 1024, "num_warps": 4, "num_stages": 1}
+    """The launch configuration for a weight format and norm mode (0 none, 1 RMS, 2 RMS times a norm weight)."""
+    rows, chunk, warps = BLOCKS[fmt, norm]
+    return {"BN": rows, "BK": chunk, "num_warps": warps, "num_stages": 1}
 
 
 @functools.cache
@@ -99,8 +102,8 @@ def gemv_kernel_op():
     @torch.library.triton_op("mistralrs::gemv", mutates_args=())
     def op(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, zeros: torch.Tensor | None,
            bias: torch.Tensor | None, norm_weight: torch.Tensor | None, residual: torch.Tensor | None,
-           cos: torch.Tensor | None, sin: torch.Tensor | None, rms_eps: float | None, swiglu: bool, rope_rows: int,
-           head_dim: int) -> torch.Tensor:
+           cos: torch.Tensor | None, sin: torch.Tensor | None, position: torch.Tensor | None, rms_eps: float | None,
+           swiglu: bool, rope_rows: int, head_dim: int) -> torch.Tensor:
         fmt, n = weight_format(weight), weight.shape[0]
         k = weight.shape[1] * (2 if fmt == INT4 else 1)
         group = k // scales.shape[1] if fmt == INT4 else 1
@@ -112,7 +115,7 @@ def gemv_kernel_op():
             x, weight, unused if scales is None else scales, unused if zeros is None else zeros,
             unused if bias is None else bias, unused if norm_weight is None else norm_weight,
             unused if residual is None else residual, unused if cos is None else cos, unused if sin is None else sin,
-            y, n, k, rope_rows, FORMAT=fmt, G=group, NORM=norm, EPS=rms_eps or 0.0, BIAS=bias is not None,
+            unused if position is None else position, y, n, k, rope_rows, FORMAT=fmt, G=group, NORM=norm, EPS=rms_eps or 0.0, BIAS=bias is not None,
             SWIGLU=swiglu, ROPE=rope_rows > 0, HEAD_DIM=max(head_dim, 2), RESIDUAL=residual is not None, **config)
         return y
 

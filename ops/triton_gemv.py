@@ -9,11 +9,13 @@ tl.dot), so latency is hidden by running many narrow programs.
 import triton
 import triton.language as tl
 
-MAGIC = tl.constexpr(8388608.0)  # 2 ** 23: a code q OR-ed into the bits of 2 ** 23 reads as the float 2 ** 23 + q
+ONE = tl.constexpr(0x3F800000)  # the bits of 1.0: a 4-bit code q OR-ed in at bit 19 reads as the float 1 + q / 16
+CODE_BITS = tl.constexpr(0x00780000)
 
 
 @triton.jit
-def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr, sin_ptr, y_ptr, N, K, rope_rows,
+def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr, sin_ptr, pos_ptr, y_ptr, N, K,
+                rope_rows,
                 FORMAT: tl.constexpr, G: tl.constexpr, NORM: tl.constexpr, EPS: tl.constexpr, BIAS: tl.constexpr,
                 SWIGLU: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, RESIDUAL: tl.constexpr,
                 BN: tl.constexpr, BK: tl.constexpr):
@@ -22,13 +24,14 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr
     NORM 1: x is RMS-normalised (the 1/rms factor is applied to y, so the squares are summed in the same pass);
     2: and multiplied by norm[k] (1 suits weights with the norm's weight folded into their columns).
     SWIGLU: rows come in (gate, up) pairs and y[n / 2] = silu(gate) * up. ROPE: rows below rope_rows come in rotary
-    pairs (a, b) of heads of HEAD_DIM rows, rotated by cos/sin [HEAD_DIM / 2]."""
+    pairs (a, b) of heads of HEAD_DIM rows, rotated by row pos[0] of the cos/sin tables [positions, HEAD_DIM / 2]
+    (rounded to y's dtype, as the unfused graph casts them)."""
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
     live = rows < N
     if FORMAT == 2:
-        # [BN, groups, G/2] tiles of bytes; per group: s * sum((q - 8) x) + z * sum(x)
+        # [BN, groups, G/2] tiles of bytes; per group: s * sum((q - 8) x) + z * sum(x), summed over groups once
         groups, half = tl.arange(0, BK // G), tl.arange(0, G // 2)
-        y = tl.zeros((BN,), tl.float32)
+        acc = tl.zeros((BN, BK // G), tl.float32)
         squares = tl.zeros((BK // G, G // 2), tl.float32)
         for g0 in range(0, K // G, BK // G):
             gs = g0 + groups
@@ -44,13 +47,15 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr
             in_w = live[:, None] & (gs < K // G)[None, :]
             packed = tl.load(w_ptr + rows[:, None, None] * (K // 2) + pairs[None, :, :], mask=in_w[:, :, None],
                              other=0).to(tl.int32)
-            high = ((packed >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - (MAGIC + 8)
-            low = ((packed & 15) | 0x4B000000).to(tl.float32, bitcast=True) - (MAGIC + 8)
+            # c = 1 + q / 16 costs a shift and a mask a code; sum((q - 8) x) = 16 sum(c x) - 24 sum(x)
+            high = ((packed << 15) & CODE_BITS | ONE).to(tl.float32, bitcast=True)
+            low = ((packed << 19) & CODE_BITS | ONE).to(tl.float32, bitcast=True)
             dots = tl.sum(high * x_even[None] + low * x_odd[None], 2)
             scale_at = rows[:, None] * (K // G) + gs[None, :]
             s = tl.load(s_ptr + scale_at, mask=in_w, other=0.0).to(tl.float32)
             z = tl.load(z_ptr + scale_at, mask=in_w, other=0.0).to(tl.float32)
-            y += tl.sum(s * dots + z * tl.sum(x_even + x_odd, 1)[None, :], 1)
+            acc += 16 * s * dots + (z - 24 * s) * tl.sum(x_even + x_odd, 1)[None, :]
+        y = tl.sum(acc, 1)
         sum_squares = tl.sum(tl.sum(squares, 1), 0)
     else:
         acc = tl.zeros((BN, BK), tl.float32)
@@ -79,8 +84,9 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr
         pair_rows = tl.program_id(0) * BN + 2 * tl.arange(0, BN // 2)
         angle = (pair_rows % HEAD_DIM) // 2
         rotated = pair_rows < rope_rows
-        cos = tl.load(cos_ptr + angle, mask=rotated, other=1.0).to(tl.float32)
-        sin = tl.load(sin_ptr + angle, mask=rotated, other=0.0).to(tl.float32)
+        angle += tl.load(pos_ptr).to(tl.int32) * (HEAD_DIM // 2)
+        cos = tl.load(cos_ptr + angle, mask=rotated, other=1.0).to(out_dtype).to(tl.float32)
+        sin = tl.load(sin_ptr + angle, mask=rotated, other=0.0).to(out_dtype).to(tl.float32)
         y = tl.reshape(tl.join(a * cos - b * sin, b * cos + a * sin), (BN,))
     if SWIGLU:
         gate, up = tl.split(tl.reshape(y, (BN // 2, 2)))

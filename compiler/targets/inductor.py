@@ -195,7 +195,9 @@ def package(program: torch.export.ExportedProgram, path: Path, with_weights: boo
     """AOT-compile into a .pt2; without its weights, the runtime passes them with load_constants."""
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch({"aot_inductor.package_constants_in_so": with_weights}):
+    # a decode step stacks every layer's new key and value for one cache write: up to 64 inputs, that stack is one
+    # gather kernel rather than a copy kernel per layer
+    with inductor_config.patch({"aot_inductor.package_constants_in_so": with_weights, "max_pointwise_cat_inputs": 64}):
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
 
 

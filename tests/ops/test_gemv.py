@@ -78,8 +78,9 @@ def test_kernel_matches_reference(fmt, fusion, shape):
         options["swiglu"] = True
     if "rope" in fusion:
         head_dim = 64 if n >= 128 else 8
-        angles = torch.rand(head_dim // 2, device="cuda") * 6
-        options["rope"] = (angles.cos().bfloat16(), angles.sin().bfloat16(), (n // (2 * head_dim)) * head_dim, head_dim)
+        angles = torch.rand(5, head_dim // 2, device="cuda") * 6  # a table of 5 positions, rotated by row 3
+        position = torch.tensor([3], device="cuda")
+        options["rope"] = (angles.cos(), angles.sin(), position, (n // (2 * head_dim)) * head_dim, head_dim)
     if fusion == "residual":
         options["residual"] = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     out = gemv(x, **linear_operands(layer), **options)
