@@ -3,7 +3,9 @@
 For each Llama-3.2-1B decode shape and weight format, the time of one y = x @ W.T for a single row, as GB/s of
 weight bytes read (HBM bandwidth is the ceiling). Each kernel runs inside a CUDA graph of many launches that cycle
 through enough weight copies (>= 512 MB) that no launch finds its weight in L2, as in a real decode step. The gemv
-kernel is swept over block configurations; the best per shape is what ops/gemv.py's block_config should pick.
+kernel is timed as the decoder calls it (q/k/v: RMSNorm + rotary; o, down: + residual; gate/up: RMSNorm + SwiGLU;
+LM head: RMSNorm with its weight) and swept over block configurations, which is where ops/gemv.py's BLOCKS come
+from: a fusion changes the best configuration (the norm's sum of squares is amortised over more rows).
 
     python bench/gpu_gemv.py --out bench/results/gpu-gemv-<date>.json
 """
@@ -19,12 +21,14 @@ from mistralrs.ops import triton_gemv
 from mistralrs.ops.gemv import DENSE, INT4, INT8
 from mistralrs.ops.weight_only import weight_only_matmul_op
 
-SHAPES = {"qkv": (3072, 2048), "o": (2048, 2048), "gate_up": (16384, 2048), "down": (2048, 8192),
-          "lm_head": (128256, 2048)}
+# name: (N, K, fusion as the decoder calls it)
+SHAPES = {"qkv": (3072, 2048, "rms+rope"), "o": (2048, 2048, "residual"), "gate_up": (16384, 2048, "rms+swiglu"),
+          "down": (2048, 8192, "residual"), "lm_head": (128256, 2048, "rms+weight")}
 GROUP = 32
 ROTATE_BYTES = 512 << 20
 LAUNCHES = 40
-SWEEP = {"BN": (1, 2, 4, 8), "BK": (512, 1024, 2048), "num_warps": (4, 8), "num_stages": (1,)}
+SWEEP = {"BN": (2, 4, 8), "BK": (512, 1024, 2048), "num_warps": (4, 8), "num_stages": (1,)}  # BN even: row pairs
+HEAD_DIM = 64
 
 
 def weights(fmt: int, n: int, k: int, copies: int) -> list[dict]:
@@ -67,16 +71,27 @@ def graph_us(launch, copies: list) -> float:
     return sorted(times)[2]
 
 
-def gemv_launch(fmt, n, k, x, y, config, rms=False, swiglu=False, residual=None):
-    """NORM 1: the RMSNorm as the decoder runs it, its weight folded into W."""
+def gemv_launch(fmt, n, k, fusion, config, t):
+    """The kernel as ops/gemv.py launches it for `fusion` (the norm's weight folded into W except on the LM head)."""
     grid = (triton.cdiv(n, config["BN"]),)
+    rope = "rope" in fusion
 
     def launch(w):
-        triton_gemv.gemv_kernel[grid](x, w["weight"], w.get("scales", x), w.get("zeros", x), x,
-                                      x, x if residual is None else residual, x, x, x, y, n, k, 0, FORMAT=fmt,
-                                      G=GROUP if fmt == INT4 else 1, NORM=int(rms), EPS=1e-5, BIAS=False,
-                                      SWIGLU=swiglu, ROPE=False, HEAD_DIM=2, RESIDUAL=residual is not None, **config)
+        triton_gemv.gemv_kernel[grid](t["x"], w["weight"], w.get("scales", t["x"]), w.get("zeros", t["x"]), t["x"],
+                                      t["norm"], t["residual"], t["cos"], t["sin"], t["position"], t["y"], n, k,
+                                      (n // (2 * HEAD_DIM)) * HEAD_DIM if rope else 0, FORMAT=fmt,
+                                      G=GROUP if fmt == INT4 else 1, NORM=2 if "weight" in fusion else int("rms" in fusion),
+                                      EPS=1e-5, BIAS=False, SWIGLU="swiglu" in fusion, ROPE=rope, HEAD_DIM=HEAD_DIM,
+                                      RESIDUAL=fusion == "residual", **config)
     return launch
+
+
+def operands(n: int, k: int) -> dict:
+    cuda = {"device": "cuda"}
+    return {"x": torch.randn(k, **cuda, dtype=torch.bfloat16), "norm": torch.rand(k, **cuda, dtype=torch.bfloat16),
+            "residual": torch.randn(n, **cuda, dtype=torch.bfloat16), "cos": torch.rand(8, HEAD_DIM // 2, **cuda),
+            "sin": torch.rand(8, HEAD_DIM // 2, **cuda), "position": torch.tensor([3], **cuda),
+            "y": torch.empty(n, **cuda, dtype=torch.bfloat16)}
 
 
 def baseline_launch(fmt, n, k, x):
@@ -94,36 +109,27 @@ def tinygemm_copies(copies: list) -> list:
              "scales_and_zeros": torch.stack([w["scales"].T, w["zeros"].T], -1).contiguous()} for w in copies]
 
 
-def bench_shape(name: str, fmt: int, n: int, k: int) -> dict:
+def bench_shape(name: str, fmt: int, n: int, k: int, fusion: str) -> dict:
     sample = weights(fmt, n, k, 1)
     copies = sample + weights(fmt, n, k, max(1, -(-ROTATE_BYTES // nbytes(sample[0]))) - 1)
     size = nbytes(copies[0])
-    x = torch.randn(2 * k, device="cuda", dtype=torch.bfloat16)
-    y = torch.empty(n, device="cuda", dtype=torch.bfloat16)
+    t = operands(n, k)
     base_copies = tinygemm_copies(copies) if fmt == INT4 else copies
-    result = {"bytes": size, "baseline_us": graph_us(baseline_launch(fmt, n, k, x), base_copies), "sweep": []}
+    result = {"bytes": size, "fusion": fusion, "baseline_us": graph_us(baseline_launch(fmt, n, k, t["x"]), base_copies),
+              "sweep": []}
     for values in itertools.product(*SWEEP.values()):
         config = dict(zip(SWEEP, values))
         try:
-            us = graph_us(gemv_launch(fmt, n, k, x, y, config), copies)
+            us = graph_us(gemv_launch(fmt, n, k, fusion, config, t), copies)
         except Exception as error:  # a configuration that does not compile (registers, shared memory)
             result["sweep"].append({**config, "error": str(error)[:120]})
             continue
         result["sweep"].append({**config, "us": us})
-    timed = [row for row in result["sweep"] if "us" in row]
-    best = min(timed, key=lambda row: row["us"])
+    best = min((row for row in result["sweep"] if "us" in row), key=lambda row: row["us"])
     result["best"] = best
-    config = {key: best[key] for key in SWEEP}
-    residual = torch.randn(n, device="cuda", dtype=torch.bfloat16)
-    result["best_with_norm_us"] = graph_us(gemv_launch(fmt, n, k, x, y, config, rms=True), copies)
-    result["best_with_residual_us"] = graph_us(gemv_launch(fmt, n, k, x, y, config, residual=residual), copies)
-    paired = config | {"BN": max(2, config["BN"])}
-    result["with_norm_swiglu_us"] = graph_us(gemv_launch(fmt, n, k, x, y, paired, rms=True, swiglu=True), copies)
     base_gbs, best_gbs = size / result["baseline_us"] / 1e3, size / best["us"] / 1e3
-    print(f"{name:8s} fmt {fmt} {n}x{k}: baseline {result['baseline_us']:.1f} us ({base_gbs:.0f} GB/s), gemv best "
-          f"{best['us']:.1f} us ({best_gbs:.0f} GB/s) {config}; +rms {result['best_with_norm_us']:.1f}, "
-          f"+residual {result['best_with_residual_us']:.1f}, +rms+swiglu {result['with_norm_swiglu_us']:.1f}",
-          flush=True)
+    print(f"{name:8s} fmt {fmt} {n}x{k} ({fusion}): baseline {result['baseline_us']:.1f} us ({base_gbs:.0f} GB/s), "
+          f"gemv best {best['us']:.1f} us ({best_gbs:.0f} GB/s) {({key: best[key] for key in SWEEP})}", flush=True)
     del copies, base_copies
     torch.cuda.empty_cache()
     return result
@@ -137,8 +143,8 @@ def main() -> int:
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
               "shapes": {}}
     for fmt in map(int, args.formats.split(",")):
-        for name, (n, k) in SHAPES.items():
-            report["shapes"][f"{name}/{fmt}"] = bench_shape(name, fmt, n, k)
+        for name, (n, k, fusion) in SHAPES.items():
+            report["shapes"][f"{name}/{fmt}"] = bench_shape(name, fmt, n, k, fusion)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=2))
     return 0

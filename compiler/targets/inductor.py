@@ -14,12 +14,14 @@ Before compiling, a one-Linear package is built and loaded in a child process: a
 whose libstdc++ differs from the one torch runs with compiles fine and then segfaults at load (std::regex in
 parse_device_str), which must be a compile error here, not a crash when serving.
 """
+import contextlib
 import functools
 import logging
 import subprocess
 import sys
 import tempfile
 import time
+import unittest.mock
 from pathlib import Path
 
 import torch
@@ -197,8 +199,28 @@ def package(program: torch.export.ExportedProgram, path: Path, with_weights: boo
 
     # a decode step stacks every layer's new key and value for one cache write: up to 64 inputs, that stack is one
     # gather kernel rather than a copy kernel per layer
-    with inductor_config.patch({"aot_inductor.package_constants_in_so": with_weights, "max_pointwise_cat_inputs": 64}):
+    with inductor_config.patch({"aot_inductor.package_constants_in_so": with_weights, "max_pointwise_cat_inputs": 64}), \
+            _int_arrays_declared_where_used():
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+
+
+@contextlib.contextmanager
+def _int_arrays_declared_where_used():
+    """Inductor's C++ wrapper caches each size/stride array declaration under the id() of the buffer it was written
+    to; once that buffer is freed a new one can get its id, and the wrapper then names an array declared only in the
+    dead buffer (`'int_array_242' was not declared in this scope`: three of about ten 1B-model compiles on the GPU
+    machine). Declaring every array where it is used costs a few lines of C++."""
+    from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+
+    if not hasattr(CppWrapperCpu, "_codegen_int_array_var_impl"):
+        yield
+        return
+
+    def declare(self, int_array, writeline, known_statically=False, graph=None):
+        return self._codegen_int_array_var_impl(int_array, writeline, known_statically)
+
+    with unittest.mock.patch.object(CppWrapperCpu, "codegen_int_array_var", declare):
+        yield
 
 
 def _cuda_versions() -> dict:
