@@ -74,13 +74,13 @@ def graph_us(launch, copies: list) -> float:
 def gemv_launch(fmt, n, k, fusion, config, t):
     """The kernel as ops/gemv.py launches it for `fusion` (the norm's weight folded into W except on the LM head)."""
     grid = (triton.cdiv(n, config["BN"]),)
-    rope = "rope" in fusion
+    rope, norm = "rope" in fusion, 2 if "weight" in fusion else int("rms" in fusion)
 
     def launch(w):
         triton_gemv.gemv_kernel[grid](t["x"], w["weight"], w.get("scales", t["x"]), w.get("zeros", t["x"]), t["x"],
                                       t["norm"], t["residual"], t["cos"], t["sin"], t["position"], t["y"], n, k,
                                       (n // (2 * HEAD_DIM)) * HEAD_DIM if rope else 0, FORMAT=fmt,
-                                      G=GROUP if fmt == INT4 else 1, NORM=2 if "weight" in fusion else int("rms" in fusion),
+                                      G=GROUP if fmt == INT4 else 1, NORM=norm,
                                       EPS=1e-5, BIAS=False, SWIGLU="swiglu" in fusion, ROPE=rope, HEAD_DIM=HEAD_DIM,
                                       RESIDUAL=fusion == "residual", **config)
     return launch

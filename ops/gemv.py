@@ -115,8 +115,9 @@ def gemv_kernel_op():
             x, weight, unused if scales is None else scales, unused if zeros is None else zeros,
             unused if bias is None else bias, unused if norm_weight is None else norm_weight,
             unused if residual is None else residual, unused if cos is None else cos, unused if sin is None else sin,
-            unused if position is None else position, y, n, k, rope_rows, FORMAT=fmt, G=group, NORM=norm, EPS=rms_eps or 0.0, BIAS=bias is not None,
-            SWIGLU=swiglu, ROPE=rope_rows > 0, HEAD_DIM=max(head_dim, 2), RESIDUAL=residual is not None, **config)
+            unused if position is None else position, y, n, k, rope_rows, FORMAT=fmt, G=group, NORM=norm,
+            EPS=rms_eps or 0.0, BIAS=bias is not None, SWIGLU=swiglu, ROPE=rope_rows > 0, HEAD_DIM=max(head_dim, 2),
+            RESIDUAL=residual is not None, **config)
         return y
 
     return op

@@ -15,10 +15,9 @@ CODE_BITS = tl.constexpr(0x00780000)
 
 @triton.jit
 def gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, norm_ptr, res_ptr, cos_ptr, sin_ptr, pos_ptr, y_ptr, N, K,
-                rope_rows,
-                FORMAT: tl.constexpr, G: tl.constexpr, NORM: tl.constexpr, EPS: tl.constexpr, BIAS: tl.constexpr,
-                SWIGLU: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, RESIDUAL: tl.constexpr,
-                BN: tl.constexpr, BK: tl.constexpr):
+                rope_rows, FORMAT: tl.constexpr, G: tl.constexpr, NORM: tl.constexpr, EPS: tl.constexpr,
+                BIAS: tl.constexpr, SWIGLU: tl.constexpr, ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
+                RESIDUAL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """FORMAT 0: W [N, K] in x's dtype. 1: int8 codes [N, K], y scaled by s[n]. 2: two int4 codes a byte [N, K/2]
     (even k in the high nibble), w = (q - 8) * s + z with s, z [N, K/G]; BK counts weights, a multiple of G.
     NORM 1: x is RMS-normalised (the 1/rms factor is applied to y, so the squares are summed in the same pass);

@@ -199,8 +199,8 @@ def package(program: torch.export.ExportedProgram, path: Path, with_weights: boo
 
     # a decode step stacks every layer's new key and value for one cache write: up to 64 inputs, that stack is one
     # gather kernel rather than a copy kernel per layer
-    with inductor_config.patch({"aot_inductor.package_constants_in_so": with_weights, "max_pointwise_cat_inputs": 64}), \
-            _int_arrays_declared_where_used():
+    options = {"aot_inductor.package_constants_in_so": with_weights, "max_pointwise_cat_inputs": 64}
+    with inductor_config.patch(options), _int_arrays_declared_where_used():
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
 
 
