@@ -173,6 +173,7 @@ class Engine:
     def _step(self) -> None:
         plan = self.scheduler.schedule()
         try:
+            self._share_prefixes(plan.copies)
             if plan.decode:
                 self._decode(plan.decode)
             if plan.prefill:
@@ -194,6 +195,8 @@ class Engine:
         self.counters["max_decode_batch"] = max(self.counters["max_decode_batch"], len(seqs))
         sampled = sample_batch(logits, [s.state["generation"].sampler for s in seqs])
         for seq, token in zip(seqs, sampled):
+            if seq.num_generated == 0:  # its prompt was shared but for the last position: this is its first token
+                self._mark_prefilled(seq)
             self._emit(seq, advance(seq, token, self.tokenizer))
 
     def _prefill(self, chunk: PrefillChunk) -> None:
@@ -203,10 +206,18 @@ class Engine:
         self.counters["prefill_chunks"] += 1
         self.counters["prefill_tokens"] += len(chunk.token_ids)
         if chunk.is_last:
-            request = self._requests[seq.request_id]
-            request.prefilled = request.prefilled or time.perf_counter()
+            self._mark_prefilled(seq)
             sampled = sample_batch(logits, [seq.state["generation"].sampler])[0]
             self._emit(seq, advance(seq, sampled, self.tokenizer))
+
+    def _share_prefixes(self, copies: list[SlotMove]) -> None:
+        self._apply(copies)
+        self.counters["prefix_shared_sequences"] += len(copies)
+        self.counters["prefix_shared_tokens"] += sum(copy.length for copy in copies)
+
+    def _mark_prefilled(self, seq: Sequence) -> None:
+        request = self._requests[seq.request_id]
+        request.prefilled = request.prefilled or time.perf_counter()
 
     def _emit(self, seq: Sequence, delta: ChoiceDelta) -> None:
         if delta.finish_reason:

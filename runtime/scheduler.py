@@ -1,8 +1,13 @@
-"""Scheduler: admission, chunked prefill and continuous-batching decode over dense KV slots.
+"""Scheduler: admission, prefix sharing, chunked prefill and continuous-batching decode over dense KV slots.
 
 Invariant: decoding sequences hold slots [0, D) and the one sequence being prefilled holds slot D,
 so every decode step is one forward over consecutive rows. When a sequence leaves, the scheduler
 returns the slot moves that restore the invariant; the engine applies them to the KV cache.
+
+Prefix sharing: an admitted sequence first copies the KV rows of the longest token prefix it shares with a
+decoding sequence (the same system prompt, the n choices of one request, identical concurrent requests). One
+position is always left to compute, since its logits give the first token; a sequence with only that position
+left joins the decode batch at once instead of taking a prefill step.
 """
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,20 +27,21 @@ class PrefillChunk:
 
 
 @dataclass(slots=True)
-class StepPlan:
-    prefill: PrefillChunk | None = None
-    decode: list[Sequence] = field(default_factory=list)
-
-    @property
-    def is_empty(self) -> bool:
-        return self.prefill is None and not self.decode
-
-
-@dataclass(slots=True)
 class SlotMove:
     src: int
     dst: int
     length: int
+
+
+@dataclass(slots=True)
+class StepPlan:
+    prefill: PrefillChunk | None = None
+    decode: list[Sequence] = field(default_factory=list)
+    copies: list[SlotMove] = field(default_factory=list)  # shared prefixes, applied before the forwards
+
+    @property
+    def is_empty(self) -> bool:
+        return self.prefill is None and not self.decode
 
 
 class Scheduler:
@@ -65,18 +71,38 @@ class Scheduler:
 
     def schedule(self) -> StepPlan:
         """One prefill chunk (if a prompt is pending) plus one decode step over every decoding sequence."""
-        if self.prefilling is None and self.waiting and len(self.decoding) < self.max_slots:
-            self._start_prefill(self.waiting.popleft())
-        plan = StepPlan(decode=list(self.decoding))
+        copies = []
+        while self.prefilling is None and self.waiting and len(self.decoding) < self.max_slots:
+            copies += self._start(self.waiting.popleft())
+        plan = StepPlan(decode=list(self.decoding), copies=copies)
         if self.prefilling is not None:
             seq = self.prefilling
             start = seq.num_cached_tokens
             plan.prefill = PrefillChunk(seq, start, seq.token_ids[start:start + self.prefill_chunk])
         return plan
 
-    def _start_prefill(self, seq: Sequence) -> None:
-        seq.status, seq.slot, seq.num_cached_tokens = SequenceStatus.PREFILLING, len(self.decoding), 0
-        self.prefilling = seq
+    def _start(self, seq: Sequence) -> list[SlotMove]:
+        """Give `seq` the next slot with its shared prefix copied in; it decodes at once if one position is left."""
+        seq.slot, seq.num_cached_tokens = len(self.decoding), 0
+        donor, shared = self._longest_shared_prefix(seq)
+        copies = [SlotMove(donor.slot, seq.slot, shared)] if shared else []
+        seq.num_cached_tokens = shared
+        if seq.num_uncached == 1:
+            seq.status = SequenceStatus.DECODING
+            self.decoding.append(seq)
+        else:
+            seq.status = SequenceStatus.PREFILLING
+            self.prefilling = seq
+        return copies
+
+    def _longest_shared_prefix(self, seq: Sequence) -> tuple[Sequence | None, int]:
+        best, best_len = None, 0
+        limit = seq.num_tokens - 1
+        for donor in self.decoding:
+            length = _common_prefix(seq.token_ids, donor.token_ids, min(limit, donor.num_cached_tokens))
+            if length > best_len:
+                best, best_len = donor, length
+        return best, best_len
 
     def prefill_done(self, chunk: PrefillChunk) -> None:
         seq = chunk.seq
@@ -124,3 +150,15 @@ class Scheduler:
             seq.status, seq.slot, seq.num_cached_tokens = SequenceStatus.WAITING, None, 0
             self.waiting.appendleft(seq)
         return len(running)
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """Length of the common prefix of a and b, at most `limit` (binary search on slice equality, which runs in C)."""
+    low, high = 0, limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -1,4 +1,6 @@
-"""Engine behaviour that HTTP tests cannot reach: a failing forward, a full queue, cancellation."""
+"""Engine behaviour that HTTP tests cannot reach: a failing forward, a full queue, cancellation, shared prefixes."""
+from dataclasses import replace
+
 import pytest
 
 from mistralrs.runtime.artifact import open_artifact
@@ -22,6 +24,14 @@ def request(engine, max_tokens: int = 8) -> GenerationRequest:
 
 def events(handle) -> list:
     return list(handle)
+
+
+def choice_tokens(handle) -> dict[int, list[int]]:
+    tokens: dict[int, list[int]] = {}
+    for event in handle:
+        if isinstance(event, ChoiceDelta):
+            tokens.setdefault(event.index, []).extend(event.token_ids)
+    return tokens
 
 
 def test_a_failing_forward_fails_its_requests_and_the_engine_carries_on(engine):
@@ -66,3 +76,12 @@ def test_invalid_requests_are_refused_at_submit(engine):
         engine.submit(GenerationRequest([], SamplingParams()))
     with pytest.raises(InvalidRequest):
         engine.submit(GenerationRequest([1] * (engine.max_context + 1), SamplingParams()))
+
+
+def test_choices_of_one_prompt_share_its_cache_and_give_the_solo_answer(engine):
+    solo = choice_tokens(engine.submit(request(engine, max_tokens=12)))[0]
+    before = engine.stats().get("prefix_shared_sequences", 0)
+    twins = replace(request(engine, max_tokens=12), n=2)
+    choices = choice_tokens(engine.submit(twins))
+    assert engine.stats()["prefix_shared_sequences"] == before + 1  # the second choice copied the first's prompt
+    assert choices == {0: solo, 1: solo}

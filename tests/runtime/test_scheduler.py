@@ -1,10 +1,13 @@
-"""Scheduler: dense KV slots, chunked prefill interleaved with decode, slot moves when a sequence leaves."""
+"""Scheduler: dense KV slots, chunked prefill interleaved with decode, slot moves when a sequence leaves, prefixes
+shared between sequences."""
 from mistralrs.runtime.scheduler import Scheduler, SlotMove
 from mistralrs.runtime.sequence import Sequence, SequenceStatus
 
 
-def seq(seq_id: int, prompt_len: int) -> Sequence:
-    return Sequence(seq_id, f"r{seq_id}", 0, list(range(prompt_len)), prompt_len, max_total_tokens=1000)
+def seq(seq_id: int, prompt_len: int, prompt: list[int] | None = None) -> Sequence:
+    """A sequence whose prompt shares nothing with other seq_ids' unless `prompt` is given."""
+    prompt = prompt if prompt is not None else [1000 * seq_id + i for i in range(prompt_len)]
+    return Sequence(seq_id, f"r{seq_id}", 0, list(prompt), len(prompt), max_total_tokens=1000)
 
 
 def run_prefill(scheduler: Scheduler) -> Sequence:
@@ -66,3 +69,55 @@ def test_admission_stops_at_max_slots_and_requeue_resets_the_cache():
     assert scheduler.requeue_all() == 2
     assert scheduler.num_waiting == 3 and scheduler.num_running == 0
     assert all(s.num_cached_tokens == 0 for s in scheduler.waiting)
+
+
+def test_an_identical_prompt_copies_the_cached_prefix_and_joins_the_decode_batch():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=4)
+    prompt = list(range(10))
+    first = seq(0, 0, prompt)
+    scheduler.add(first)
+    run_prefill(scheduler)
+    twins = [seq(1, 0, prompt), seq(2, 0, prompt)]
+    for twin in twins:
+        scheduler.add(twin)
+    plan = scheduler.schedule()
+    # both start in this step: 9 positions copied, the last prompt token is their decode input
+    assert plan.copies == [SlotMove(src=0, dst=1, length=9), SlotMove(src=0, dst=2, length=9)]
+    assert plan.prefill is None and plan.decode == [first, *twins]
+    assert [t.num_cached_tokens for t in twins] == [9, 9]
+    assert all(t.status is SequenceStatus.DECODING for t in twins)
+    assert_dense(scheduler)
+
+
+def test_a_partly_shared_prompt_is_prefilled_from_the_end_of_the_shared_prefix():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
+    system = [5, 6, 7, 8, 9, 10]
+    scheduler.add(seq(0, 0, system + [11, 12]))
+    run_prefill(scheduler)
+    scheduler.add(seq(1, 0, system + [40, 41, 42]))
+    plan = scheduler.schedule()
+    assert plan.copies == [SlotMove(src=0, dst=1, length=6)]
+    assert (plan.prefill.start, plan.prefill.token_ids) == (6, [40, 41, 42])
+
+
+def test_only_cached_positions_are_shared():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
+    first = seq(0, 0, [1, 2, 3])
+    scheduler.add(first)
+    run_prefill(scheduler)  # tokens [1, 2, 3, 7]: the sampled 7 is not cached yet
+    assert first.num_cached_tokens == 3
+    scheduler.add(seq(1, 0, [1, 2, 3, 7, 8]))
+    plan = scheduler.schedule()
+    assert plan.copies == [SlotMove(src=0, dst=1, length=3)]
+    assert plan.prefill.token_ids == [7, 8]
+
+
+def test_sharing_stops_at_the_first_different_token():
+    for differ_at in (1, 37, 64, 98):
+        scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
+        scheduler.add(seq(0, 0, list(range(100))))
+        run_prefill(scheduler)
+        other = list(range(100))
+        other[differ_at] = -1
+        scheduler.add(seq(1, 0, other))
+        assert scheduler.schedule().copies == [SlotMove(src=0, dst=1, length=differ_at)]
