@@ -7,7 +7,8 @@ kernel is timed as the decoder calls it (q/k/v: RMSNorm + rotary; o, down: + res
 LM head: RMSNorm with its weight) and swept over block configurations, which is where ops/gemv.py's BLOCKS come
 from: a fusion changes the best configuration (the norm's sum of squares is amortised over more rows).
 
-    python bench/gpu_gemv.py --out bench/results/gpu-gemv-<date>.json
+    python bench/gpu_gemv.py --out bench/results/gpu-gemv-<date>.json [--formats 2] [--shapes qkv,o]
+        [--sweep '{"BN": [2, 4], "BK": [256, 512], "num_warps": [1, 2, 4]}']
 """
 import argparse
 import itertools
@@ -109,7 +110,7 @@ def tinygemm_copies(copies: list) -> list:
              "scales_and_zeros": torch.stack([w["scales"].T, w["zeros"].T], -1).contiguous()} for w in copies]
 
 
-def bench_shape(name: str, fmt: int, n: int, k: int, fusion: str) -> dict:
+def bench_shape(name: str, fmt: int, n: int, k: int, fusion: str, sweep: dict) -> dict:
     sample = weights(fmt, n, k, 1)
     copies = sample + weights(fmt, n, k, max(1, -(-ROTATE_BYTES // nbytes(sample[0]))) - 1)
     size = nbytes(copies[0])
@@ -117,8 +118,8 @@ def bench_shape(name: str, fmt: int, n: int, k: int, fusion: str) -> dict:
     base_copies = tinygemm_copies(copies) if fmt == INT4 else copies
     result = {"bytes": size, "fusion": fusion, "baseline_us": graph_us(baseline_launch(fmt, n, k, t["x"]), base_copies),
               "sweep": []}
-    for values in itertools.product(*SWEEP.values()):
-        config = dict(zip(SWEEP, values))
+    for values in itertools.product(*sweep.values()):
+        config = dict(zip(sweep, values))
         try:
             us = graph_us(gemv_launch(fmt, n, k, fusion, config, t), copies)
         except Exception as error:  # a configuration that does not compile (registers, shared memory)
@@ -129,7 +130,7 @@ def bench_shape(name: str, fmt: int, n: int, k: int, fusion: str) -> dict:
     result["best"] = best
     base_gbs, best_gbs = size / result["baseline_us"] / 1e3, size / best["us"] / 1e3
     print(f"{name:8s} fmt {fmt} {n}x{k} ({fusion}): baseline {result['baseline_us']:.1f} us ({base_gbs:.0f} GB/s), "
-          f"gemv best {best['us']:.1f} us ({best_gbs:.0f} GB/s) {({key: best[key] for key in SWEEP})}", flush=True)
+          f"gemv best {best['us']:.1f} us ({best_gbs:.0f} GB/s) {({key: best[key] for key in sweep})}", flush=True)
     del copies, base_copies
     torch.cuda.empty_cache()
     return result
@@ -139,12 +140,16 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--formats", default="0,2,1")
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--sweep", type=json.loads, default={}, help="JSON: sweep values replacing the defaults")
     args = parser.parse_args()
+    sweep = {**SWEEP, **args.sweep}
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
               "shapes": {}}
     for fmt in map(int, args.formats.split(",")):
-        for name, (n, k, fusion) in SHAPES.items():
-            report["shapes"][f"{name}/{fmt}"] = bench_shape(name, fmt, n, k, fusion)
+        for name in args.shapes.split(","):
+            n, k, fusion = SHAPES[name]
+            report["shapes"][f"{name}/{fmt}"] = bench_shape(name, fmt, n, k, fusion, sweep)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=2))
     return 0

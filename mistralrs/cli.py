@@ -62,6 +62,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (KV cache slots)")
     p.add_argument("--max-seq-len", type=int, default=None, help="max tokens per sequence (default: min(model, 4096))")
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before answering 429")
+    p.add_argument("--no-prefix-sharing", dest="prefix_sharing", action="store_false",
+                   help="prefill every prompt in full instead of copying the KV rows it shares with a running sequence")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="compute threads for the backend")
     p.add_argument("--http-threads", type=int, default=64, help="concurrent HTTP connections (each stream holds one)")
     p.add_argument("--api-key", default=os.environ.get("MISTRALRS_API_KEY"), help="require this bearer token")
@@ -123,7 +125,7 @@ def _serve(args) -> int:
     # verified once, here, so a bad checksum or the wrong hardware fails before gunicorn starts
     artifact = open_artifact(args.artifact or _compiled_model(args))
     config = EngineConfig(max_batch=args.max_batch, max_seq_len=args.max_seq_len, max_waiting=args.max_waiting,
-                          threads=args.threads)
+                          threads=args.threads, prefix_sharing=args.prefix_sharing)
     run_server(lambda: Engine(artifact, config), args.host, args.port, threads=args.http_threads, api_key=args.api_key)
     return 0
 

@@ -37,6 +37,7 @@ class EngineConfig:
     max_seq_len: int | None = None  # default: min(model context, 4096)
     max_waiting: int = 256
     prefill_chunk: int = 512
+    prefix_sharing: bool = True  # copy the KV rows a new prompt shares with a running sequence (scheduler.py)
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
@@ -55,7 +56,8 @@ class Engine:
         self.tokenizer = Tokenizer.from_dir(artifact.tokenizer_dir, generation_config=artifact.generation_config)
         self.max_context = min(artifact.max_context, self.config.max_seq_len or 4096)
         self._load(artifact, self.build_executor(artifact))
-        self.scheduler = Scheduler(self.config.max_batch, self.config.max_waiting, self.config.prefill_chunk)
+        self.scheduler = Scheduler(self.config.max_batch, self.config.max_waiting, self.config.prefill_chunk,
+                                   self.config.prefix_sharing)
         self.counters: Counter = Counter()
         self._requests: dict[str, _Request] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()

@@ -45,8 +45,9 @@ class StepPlan:
 
 
 class Scheduler:
-    def __init__(self, max_slots: int, max_waiting: int, prefill_chunk: int):
+    def __init__(self, max_slots: int, max_waiting: int, prefill_chunk: int, share_prefixes: bool = True):
         self.max_slots, self.max_waiting, self.prefill_chunk = max_slots, max_waiting, prefill_chunk
+        self.share_prefixes = share_prefixes
         self.waiting: deque[Sequence] = deque()
         self.decoding: list[Sequence] = []
         self.prefilling: Sequence | None = None
@@ -98,7 +99,7 @@ class Scheduler:
     def _longest_shared_prefix(self, seq: Sequence) -> tuple[Sequence | None, int]:
         best, best_len = None, 0
         limit = seq.num_tokens - 1
-        for donor in self.decoding:
+        for donor in self.decoding if self.share_prefixes else ():
             length = _common_prefix(seq.token_ids, donor.token_ids, min(limit, donor.num_cached_tokens))
             if length > best_len:
                 best, best_len = donor, length

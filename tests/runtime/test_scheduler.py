@@ -121,3 +121,12 @@ def test_sharing_stops_at_the_first_different_token():
         other[differ_at] = -1
         scheduler.add(seq(1, 0, other))
         assert scheduler.schedule().copies == [SlotMove(src=0, dst=1, length=differ_at)]
+
+
+def test_without_prefix_sharing_every_prompt_is_prefilled_in_full():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64, share_prefixes=False)
+    scheduler.add(seq(0, 0, [1, 2, 3, 4]))
+    run_prefill(scheduler)
+    scheduler.add(seq(1, 0, [1, 2, 3, 4]))
+    plan = scheduler.schedule()
+    assert plan.copies == [] and (plan.prefill.start, plan.prefill.token_ids) == (0, [1, 2, 3, 4])
