@@ -115,7 +115,8 @@ class Engine:
         self._wakeup.set()
 
     def stats(self) -> dict:
-        return {"running": self.scheduler.num_running, "waiting": self.scheduler.num_waiting, **self.counters}
+        return {"running": self.scheduler.num_running, "waiting": self.scheduler.num_waiting,
+                "retained_prefixes": len(self.scheduler.retained), **self.counters, **self.scheduler.counters}
 
     def shutdown(self, timeout: float = 5.0) -> None:
         with self._lock:
@@ -175,7 +176,7 @@ class Engine:
     def _step(self) -> None:
         plan = self.scheduler.schedule()
         try:
-            self._share_prefixes(plan.copies)
+            self._apply(plan.copies)
             if plan.decode:
                 self._decode(plan.decode)
             if plan.prefill:
@@ -211,11 +212,6 @@ class Engine:
             self._mark_prefilled(seq)
             sampled = sample_batch(logits, [seq.state["generation"].sampler])[0]
             self._emit(seq, advance(seq, sampled, self.tokenizer))
-
-    def _share_prefixes(self, copies: list[SlotMove]) -> None:
-        self._apply(copies)
-        self.counters["prefix_shared_sequences"] += len(copies)
-        self.counters["prefix_shared_tokens"] += sum(copy.length for copy in copies)
 
     def _mark_prefilled(self, seq: Sequence) -> None:
         request = self._requests[seq.request_id]

@@ -5,11 +5,15 @@ so every decode step is one forward over consecutive rows. When a sequence leave
 returns the slot moves that restore the invariant; the engine applies them to the KV cache.
 
 Prefix sharing: an admitted sequence first copies the KV rows of the longest token prefix it shares with a
-decoding sequence (the same system prompt, the n choices of one request, identical concurrent requests). One
-position is always left to compute, since its logits give the first token; a sequence with only that position
-left joins the decode batch at once instead of taking a prefill step.
+decoding sequence (the same system prompt, the n choices of one request, identical concurrent requests) or with a
+retained one. One position is always left to compute, since its logits give the first token; a sequence with only
+that position left joins the decode batch at once instead of taking a prefill step.
+
+Retained prefixes: a finished sequence's rows are kept in a free slot above the running ones (where they already
+are when it held the last slot, else copied there) until a new sequence claims that slot or a newer one needs it,
+so the next turn of a conversation, which resends the whole conversation, prefills only its new messages.
 """
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .sequence import Sequence, SequenceStatus
@@ -34,6 +38,14 @@ class SlotMove:
 
 
 @dataclass(slots=True)
+class RetainedPrefix:
+    slot: int
+    token_ids: list[int]
+    length: int  # cached positions
+    last_used: int  # schedule() call that created or last shared it (least recently used goes first)
+
+
+@dataclass(slots=True)
 class StepPlan:
     prefill: PrefillChunk | None = None
     decode: list[Sequence] = field(default_factory=list)
@@ -51,6 +63,9 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.decoding: list[Sequence] = []
         self.prefilling: Sequence | None = None
+        self.retained: dict[int, RetainedPrefix] = {}  # by slot
+        self.counters: Counter = Counter()
+        self._clock = 0
 
     @property
     def num_waiting(self) -> int:
@@ -72,6 +87,7 @@ class Scheduler:
 
     def schedule(self) -> StepPlan:
         """One prefill chunk (if a prompt is pending) plus one decode step over every decoding sequence."""
+        self._clock += 1
         copies = []
         while self.prefilling is None and self.waiting and len(self.decoding) < self.max_slots:
             copies += self._start(self.waiting.popleft())
@@ -85,9 +101,14 @@ class Scheduler:
     def _start(self, seq: Sequence) -> list[SlotMove]:
         """Give `seq` the next slot with its shared prefix copied in; it decodes at once if one position is left."""
         seq.slot, seq.num_cached_tokens = len(self.decoding), 0
-        donor, shared = self._longest_shared_prefix(seq)
-        copies = [SlotMove(donor.slot, seq.slot, shared)] if shared else []
+        donor_slot, shared = self._longest_shared_prefix(seq)
+        self.retained.pop(seq.slot, None)  # claimed: if it was the donor, its rows are already in place
+        copies = [SlotMove(donor_slot, seq.slot, shared)] if shared and donor_slot != seq.slot else []
+        if donor_slot in self.retained:
+            self.retained[donor_slot].last_used = self._clock
         seq.num_cached_tokens = shared
+        self.counters["prefix_shared_sequences"] += bool(shared)
+        self.counters["prefix_shared_tokens"] += shared
         if seq.num_uncached == 1:
             seq.status = SequenceStatus.DECODING
             self.decoding.append(seq)
@@ -96,14 +117,18 @@ class Scheduler:
             self.prefilling = seq
         return copies
 
-    def _longest_shared_prefix(self, seq: Sequence) -> tuple[Sequence | None, int]:
-        best, best_len = None, 0
-        limit = seq.num_tokens - 1
-        for donor in self.decoding if self.share_prefixes else ():
-            length = _common_prefix(seq.token_ids, donor.token_ids, min(limit, donor.num_cached_tokens))
+    def _longest_shared_prefix(self, seq: Sequence) -> tuple[int | None, int]:
+        """(slot, length) of the longest cached prefix `seq` shares with a running or retained sequence."""
+        if not self.share_prefixes:
+            return None, 0
+        donors = [(d.slot, d.token_ids, d.num_cached_tokens) for d in self.decoding]
+        donors += [(r.slot, r.token_ids, r.length) for r in self.retained.values()]
+        best_slot, best_len = None, 0
+        for slot, token_ids, cached in donors:
+            length = _common_prefix(seq.token_ids, token_ids, min(seq.num_tokens - 1, cached))
             if length > best_len:
-                best, best_len = donor, length
-        return best, best_len
+                best_slot, best_len = slot, length
+        return best_slot, best_len
 
     def prefill_done(self, chunk: PrefillChunk) -> None:
         seq = chunk.seq
@@ -123,7 +148,30 @@ class Scheduler:
         if previous is SequenceStatus.PREFILLING:
             self.prefilling = None
             return []
-        return self._close_gap(seq)
+        return self._retain(seq) + self._close_gap(seq)
+
+    def _retain(self, seq: Sequence) -> list[SlotMove]:
+        """Keep the finished `seq`'s rows in a free slot; the copy, if one is needed, precedes the gap's moves."""
+        if not self.share_prefixes or not seq.num_cached_tokens:
+            return []
+        is_last = seq.slot == len(self.decoding) - 1 and self.prefilling is None
+        slot = seq.slot if is_last else self._free_slot(len(self.decoding) + (self.prefilling is not None))
+        if slot is None:
+            return []
+        self.retained[slot] = RetainedPrefix(slot, list(seq.token_ids), seq.num_cached_tokens, self._clock)
+        self.counters["prefix_retained_sequences"] += 1
+        return [] if is_last else [SlotMove(seq.slot, slot, seq.num_cached_tokens)]
+
+    def _free_slot(self, lowest: int) -> int | None:
+        """The highest slot from `lowest` up that holds nothing, else the least recently used retained one's."""
+        for slot in range(self.max_slots - 1, lowest - 1, -1):
+            if slot not in self.retained:
+                return slot
+        if not self.retained:
+            return None
+        oldest = min(self.retained.values(), key=lambda r: r.last_used)
+        del self.retained[oldest.slot]
+        return oldest.slot
 
     def _close_gap(self, seq: Sequence) -> list[SlotMove]:
         moves = []
@@ -147,6 +195,7 @@ class Scheduler:
         """Send every running sequence back to prefill (its KV cache must be recomputed, e.g. after a model swap)."""
         running = self.decoding + ([self.prefilling] if self.prefilling else [])
         self.decoding, self.prefilling = [], None
+        self.retained.clear()
         for seq in reversed(running):
             seq.status, seq.slot, seq.num_cached_tokens = SequenceStatus.WAITING, None, 0
             self.waiting.appendleft(seq)

@@ -130,3 +130,61 @@ def test_without_prefix_sharing_every_prompt_is_prefilled_in_full():
     scheduler.add(seq(1, 0, [1, 2, 3, 4]))
     plan = scheduler.schedule()
     assert plan.copies == [] and (plan.prefill.start, plan.prefill.token_ids) == (0, [1, 2, 3, 4])
+
+
+def decode_steps(seq_: Sequence, tokens: list[int]) -> None:
+    """What the engine does for `seq_` over len(tokens) decode steps."""
+    for token in tokens:
+        seq_.num_cached_tokens += 1
+        seq_.token_ids.append(token)
+
+
+def test_a_finished_last_sequence_leaves_its_rows_in_place_for_the_next_turn():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
+    first = seq(0, 0, [1, 2, 3, 4, 5, 6])
+    scheduler.add(first)
+    run_prefill(scheduler)
+    decode_steps(first, [8, 9])  # tokens [1..6, 7, 8, 9]: 8 positions cached
+    assert scheduler.finish(first, "stop") == []
+    assert scheduler.retained[0].length == 8
+    next_turn = seq(1, 0, first.token_ids[:8] + [50, 51])
+    scheduler.add(next_turn)
+    plan = scheduler.schedule()
+    assert plan.copies == [] and next_turn.slot == 0  # the rows are already there
+    assert (plan.prefill.start, plan.prefill.token_ids) == (8, [50, 51])
+    assert scheduler.retained == {}
+
+
+def test_retained_rows_move_above_the_running_slots_until_a_new_sequence_claims_their_slot():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
+    first, second = seq(0, 5), seq(1, 5)
+    for s in (first, second):
+        scheduler.add(s)
+        run_prefill(scheduler)
+    moves = scheduler.finish(first, "stop")
+    assert moves == [SlotMove(src=0, dst=3, length=5), SlotMove(src=1, dst=0, length=5)]  # the copy goes first
+    assert list(scheduler.retained) == [3]
+    for i in (2, 3):  # unrelated prompts take slots 1 and 2
+        scheduler.add(seq(i, 4))
+        run_prefill(scheduler)
+    assert list(scheduler.retained) == [3]
+    scheduler.add(seq(4, 4))
+    plan = scheduler.schedule()
+    assert plan.prefill.seq.slot == 3 and plan.copies == [] and scheduler.retained == {}
+    assert_dense(scheduler)
+
+
+def test_a_retained_prefix_is_shared_by_copy_and_dropped_on_requeue():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
+    first, second = seq(0, 6), seq(1, 3)
+    for s in (first, second):
+        scheduler.add(s)
+        run_prefill(scheduler)
+    scheduler.finish(first, "stop")  # retained in slot 3, `second` moves to slot 0
+    again = seq(2, 0, first.token_ids[:6] + [70])
+    scheduler.add(again)
+    plan = scheduler.schedule()
+    assert plan.copies == [SlotMove(src=3, dst=1, length=6)]
+    assert scheduler.counters["prefix_shared_tokens"] == 6
+    scheduler.requeue_all()
+    assert scheduler.retained == {}
