@@ -11,7 +11,9 @@ that position left joins the decode batch at once instead of taking a prefill st
 
 Retained prefixes: a finished sequence's rows are kept in a free slot above the running ones (where they already
 are when it held the last slot, else copied there) until a new sequence claims that slot or a newer one needs it,
-so the next turn of a conversation, which resends the whole conversation, prefills only its new messages.
+so the next turn of a conversation, which resends the whole conversation, prefills only its new messages. Copies
+only go to slots that running sequences have used before: a slot's first use costs the host a fault per 2 MB huge
+page it touches (about 0.5 s a slot for SmolLM2's cache), a price for serving more streams, not for retention.
 """
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -64,6 +66,7 @@ class Scheduler:
         self.decoding: list[Sequence] = []
         self.prefilling: Sequence | None = None
         self.retained: dict[int, RetainedPrefix] = {}  # by slot
+        self._slots_used = 0  # slots [0, _slots_used) have held rows
         self.counters: Counter = Counter()
         self._clock = 0
 
@@ -101,6 +104,7 @@ class Scheduler:
     def _start(self, seq: Sequence) -> list[SlotMove]:
         """Give `seq` the next slot with its shared prefix copied in; it decodes at once if one position is left."""
         seq.slot, seq.num_cached_tokens = len(self.decoding), 0
+        self._slots_used = max(self._slots_used, seq.slot + 1)
         donor_slot, shared = self._longest_shared_prefix(seq)
         self.retained.pop(seq.slot, None)  # claimed: if it was the donor, its rows are already in place
         copies = [SlotMove(donor_slot, seq.slot, shared)] if shared and donor_slot != seq.slot else []
@@ -163,8 +167,9 @@ class Scheduler:
         return [] if is_last else [SlotMove(seq.slot, slot, seq.num_cached_tokens)]
 
     def _free_slot(self, lowest: int) -> int | None:
-        """The highest slot from `lowest` up that holds nothing, else the least recently used retained one's."""
-        for slot in range(self.max_slots - 1, lowest - 1, -1):
+        """The highest slot from `lowest` up that has been used and holds nothing, else the least recently used
+        retained prefix's slot, else None."""
+        for slot in range(self._slots_used - 1, lowest - 1, -1):
             if slot not in self.retained:
                 return slot
         if not self.retained:

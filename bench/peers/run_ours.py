@@ -22,7 +22,9 @@ class OursRunner:
     def __init__(self, artifact_dir: str, threads: int):
         self.artifact = open_artifact(artifact_dir)
         self.threads = threads
-        self.engine = Engine(self.artifact, EngineConfig(max_batch=16, threads=threads))
+        # each repeat of W1/W2 sends the same prompt: with prefix sharing, every one after the first would time a
+        # cache hit instead of a prefill
+        self.engine = Engine(self.artifact, EngineConfig(max_batch=16, threads=threads, prefix_sharing=False))
 
     def _generate(self, prompt_ids: list[int], max_new: int) -> tuple[StreamTimer, list[int], RequestDone]:
         request = GenerationRequest(list(prompt_ids), SamplingParams(temperature=0.0),

@@ -155,36 +155,52 @@ def test_a_finished_last_sequence_leaves_its_rows_in_place_for_the_next_turn():
     assert scheduler.retained == {}
 
 
-def test_retained_rows_move_above_the_running_slots_until_a_new_sequence_claims_their_slot():
+def running_pair_with_a_used_slot_above(scheduler: Scheduler) -> tuple[Sequence, Sequence]:
+    """Two decoding sequences in slots 0 and 1, and slot 2 used once (by a prompt cancelled mid-prefill)."""
+    first, second = seq(0, 6), seq(1, 5)
+    for s in (first, second):
+        scheduler.add(s)
+        run_prefill(scheduler)
+    pending = seq(9, 40)
+    scheduler.add(pending)
+    scheduler.prefill_done(scheduler.schedule().prefill)
+    assert scheduler.finish(pending, "canceled") == []
+    return first, second
+
+
+def test_retained_rows_go_to_a_used_slot_above_the_running_ones_until_a_new_sequence_claims_it():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=16)
+    first, second = running_pair_with_a_used_slot_above(scheduler)
+    moves = scheduler.finish(first, "stop")
+    assert moves == [SlotMove(src=0, dst=2, length=6), SlotMove(src=1, dst=0, length=5)]  # the copy goes first
+    assert list(scheduler.retained) == [2]
+    scheduler.add(seq(2, 4))  # an unrelated prompt takes slot 1
+    run_prefill(scheduler)
+    assert list(scheduler.retained) == [2]
+    scheduler.add(seq(3, 4))
+    plan = scheduler.schedule()
+    assert plan.prefill.seq.slot == 2 and plan.copies == [] and scheduler.retained == {}
+    assert_dense(scheduler)
+
+
+def test_retention_never_touches_a_slot_no_sequence_has_used():
     scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
     first, second = seq(0, 5), seq(1, 5)
     for s in (first, second):
         scheduler.add(s)
         run_prefill(scheduler)
-    moves = scheduler.finish(first, "stop")
-    assert moves == [SlotMove(src=0, dst=3, length=5), SlotMove(src=1, dst=0, length=5)]  # the copy goes first
-    assert list(scheduler.retained) == [3]
-    for i in (2, 3):  # unrelated prompts take slots 1 and 2
-        scheduler.add(seq(i, 4))
-        run_prefill(scheduler)
-    assert list(scheduler.retained) == [3]
-    scheduler.add(seq(4, 4))
-    plan = scheduler.schedule()
-    assert plan.prefill.seq.slot == 3 and plan.copies == [] and scheduler.retained == {}
-    assert_dense(scheduler)
+    assert scheduler.finish(first, "stop") == [SlotMove(src=1, dst=0, length=5)]
+    assert scheduler.retained == {}
 
 
 def test_a_retained_prefix_is_shared_by_copy_and_dropped_on_requeue():
-    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=64)
-    first, second = seq(0, 6), seq(1, 3)
-    for s in (first, second):
-        scheduler.add(s)
-        run_prefill(scheduler)
-    scheduler.finish(first, "stop")  # retained in slot 3, `second` moves to slot 0
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=16)
+    first, second = running_pair_with_a_used_slot_above(scheduler)
+    scheduler.finish(first, "stop")  # retained in slot 2, `second` moves to slot 0
     again = seq(2, 0, first.token_ids[:6] + [70])
     scheduler.add(again)
     plan = scheduler.schedule()
-    assert plan.copies == [SlotMove(src=3, dst=1, length=6)]
+    assert plan.copies == [SlotMove(src=2, dst=1, length=6)]
     assert scheduler.counters["prefix_shared_tokens"] == 6
     scheduler.requeue_all()
     assert scheduler.retained == {}
