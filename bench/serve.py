@@ -5,7 +5,8 @@ W2  a ~512-token prompt with max_tokens 1: prefill tok/s = prompt tokens / time 
 W3  8 concurrent W1 streams: aggregate tok/s, p50 latency (and p50 time to first token)
 
 Each workload runs 1 warm-up + 3 measured repeats (see --warmup/--repeats); figures are medians.
-Starts `mistralrs serve` (--artifact DIR, -m CHECKPOINT, or the bundled default model) unless --base-url is given.
+Starts `mistralrs serve` (--artifact DIR, -m CHECKPOINT, or the bundled default model) unless --base-url is given,
+with prefix sharing off: the repeats send the same prompts, which would otherwise time cache hits.
 
     .venv/bin/python bench/serve.py --artifact /path/to/artifact
 """
@@ -66,7 +67,7 @@ def start_server(args, log) -> tuple[subprocess.Popen, str]:
     mistralrs = Path(sys.executable).with_name("mistralrs")
     command = [str(mistralrs), "serve", *_source_args(args), "--host", "127.0.0.1", "--port", str(port),
                "--threads", str(args.threads), "--max-batch", str(args.max_batch),
-               "--max-seq-len", str(args.max_seq_len), "--http-threads", "64"]
+               "--max-seq-len", str(args.max_seq_len), "--http-threads", "64", "--no-prefix-sharing"]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + HEALTH_DEADLINE_S
