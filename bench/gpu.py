@@ -188,6 +188,14 @@ def _median_ms(fn, repeats: int = 5, warmup: int = 2) -> float:
 
 # --- serving: mistralrs serve --artifact + the openai SDK ------------------------------------------------------------
 
+def _metric(port: int, name: str) -> float | None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return next((float(line.split()[1]) for line in lines if line.startswith(name + " ")), None)
+
+
 def serve_check(artifact: Path, port: int = 18080) -> dict:
     import subprocess
     import sys
@@ -210,7 +218,8 @@ def serve_check(artifact: Path, port: int = 18080) -> dict:
             usage = chunk.usage or usage
         return {"startup_s": ready, "models": [m.id for m in client.models.list().data],
                 "chat": chat.model_dump(), "stream_text": "".join(pieces), "stream_usage": usage and usage.model_dump(),
-                "stream_equals_chat": "".join(pieces) == chat.choices[0].message.content}
+                "stream_equals_chat": "".join(pieces) == chat.choices[0].message.content,
+                "prefix_shared_tokens": _metric(port, "mistralrs_prefix_shared_tokens")}  # the stream reused the chat's
     finally:
         server.terminate()
         log = server.communicate(timeout=30)[0]
@@ -325,7 +334,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"Serving (`mistralrs serve --artifact`, openai SDK): ready in {s['startup_s']} s, models "
                       f"{s['models']}, chat answered {s['chat']['usage']['completion_tokens']} tokens "
                       f"(finish_reason {s['chat']['choices'][0]['finish_reason']}), stream equals chat: "
-                      f"{s['stream_equals_chat']}."]
+                      f"{s['stream_equals_chat']} (prompt positions taken from the cache: "
+                      f"{s.get('prefix_shared_tokens')})."]
     if report.get("errors"):
         lines += ["", "Errors:"] + [f"- {name}: {text}" for name, text in report["errors"].items()]
     return "\n".join(lines) + "\n"
