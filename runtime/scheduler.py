@@ -41,7 +41,6 @@ class SlotMove:
 
 @dataclass(slots=True)
 class RetainedPrefix:
-    slot: int
     token_ids: list[int]
     length: int  # cached positions
     last_used: int  # schedule() call that created or last shared it (least recently used goes first)
@@ -126,7 +125,7 @@ class Scheduler:
         if not self.share_prefixes:
             return None, 0
         donors = [(d.slot, d.token_ids, d.num_cached_tokens) for d in self.decoding]
-        donors += [(r.slot, r.token_ids, r.length) for r in self.retained.values()]
+        donors += [(slot, r.token_ids, r.length) for slot, r in self.retained.items()]
         best_slot, best_len = None, 0
         for slot, token_ids, cached in donors:
             length = _common_prefix(seq.token_ids, token_ids, min(seq.num_tokens - 1, cached))
@@ -162,7 +161,7 @@ class Scheduler:
         slot = seq.slot if is_last else self._free_slot(len(self.decoding) + (self.prefilling is not None))
         if slot is None:
             return []
-        self.retained[slot] = RetainedPrefix(slot, list(seq.token_ids), seq.num_cached_tokens, self._clock)
+        self.retained[slot] = RetainedPrefix(list(seq.token_ids), seq.num_cached_tokens, self._clock)
         self.counters["prefix_retained_sequences"] += 1
         return [] if is_last else [SlotMove(seq.slot, slot, seq.num_cached_tokens)]
 
@@ -174,9 +173,9 @@ class Scheduler:
                 return slot
         if not self.retained:
             return None
-        oldest = min(self.retained.values(), key=lambda r: r.last_used)
-        del self.retained[oldest.slot]
-        return oldest.slot
+        oldest = min(self.retained, key=lambda slot: self.retained[slot].last_used)
+        del self.retained[oldest]
+        return oldest
 
     def _close_gap(self, seq: Sequence) -> list[SlotMove]:
         moves = []

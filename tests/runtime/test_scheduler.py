@@ -204,3 +204,15 @@ def test_a_retained_prefix_is_shared_by_copy_and_dropped_on_requeue():
     assert scheduler.counters["prefix_shared_tokens"] == 6
     scheduler.requeue_all()
     assert scheduler.retained == {}
+
+
+def test_without_a_free_used_slot_the_least_recently_used_retained_prefix_makes_room():
+    scheduler = Scheduler(max_slots=4, max_waiting=8, prefill_chunk=16)
+    first, second = running_pair_with_a_used_slot_above(scheduler)
+    scheduler.finish(first, "stop")  # retained in slot 2, the only used slot above the running ones
+    other = seq(3, 4)
+    scheduler.add(other)
+    run_prefill(scheduler)  # slots 0 (second) and 1 (other) run
+    moves = scheduler.finish(second, "stop")
+    assert moves == [SlotMove(src=0, dst=2, length=second.num_cached_tokens), SlotMove(src=1, dst=0, length=4)]
+    assert list(scheduler.retained) == [2] and scheduler.retained[2].token_ids == second.token_ids
