@@ -69,8 +69,9 @@ class Peer:
                 raise PeerError(f"{self.spec.name}: no reply within {timeout_s:.0f} s (see {self.log_path})")
             line = self._proc.stdout.readline()
             if not line:
+                tail = self.log_tail()
                 self.close()
-                raise PeerError(f"{self.spec.name}: runner exited ({self.log_tail()})")
+                raise PeerError(f"{self.spec.name}: runner exited ({tail})")
             if line.strip():
                 return json.loads(line)
 

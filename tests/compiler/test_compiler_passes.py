@@ -110,3 +110,16 @@ def test_disabling_a_pass_keeps_the_logits(tiny_artifact, fused_run, disabled):
            [name for name in FUSION_NAMES if name not in disabled]
     unfused = teacher_forced_logits(executor_for(artifact), PROMPT, tokens)
     assert max_abs(unfused, fused) < TOLERANCE
+
+
+@pytest.mark.parametrize("name, packed", [("qwen2", True), ("qwen3", False)])  # qwen3 normalises q and k apart
+def test_onnx_attention_reads_the_packed_qkv(tiny_artifact, name, packed):
+    import onnx
+
+    model = onnx.load(str(tiny_artifact(name) / "model.onnx"), load_external_data=False)
+    attentions = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
+    producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    assert len(attentions) == LAYERS
+    for attention in attentions:
+        assert (list(attention.input[1:3]) == ["", ""]) == packed
+        assert not packed or producers[attention.input[0]] == "Add"  # the packed projection plus its bias, no Split
