@@ -129,8 +129,9 @@ class Engine:
         while not self._stopping:
             self._drain_inbox()
             if not self.scheduler.has_work():
-                self._wakeup.wait(0.5)
-                self._wakeup.clear()
+                if not self.executor.populate_step():  # idle: fault the KV cache in, a slot's tensor at a time
+                    self._wakeup.wait(0.5)
+                    self._wakeup.clear()
                 continue
             self._step()
         self._fail_all("the engine shut down")

@@ -12,8 +12,9 @@ that position left joins the decode batch at once instead of taking a prefill st
 Retained prefixes: a finished sequence's rows are kept in a free slot above the running ones (where they already
 are when it held the last slot, else copied there) until a new sequence claims that slot or a newer one needs it,
 so the next turn of a conversation, which resends the whole conversation, prefills only its new messages. Copies
-only go to slots that running sequences have used before: a slot's first use costs the host a fault per 2 MB huge
-page it touches (about 0.5 s a slot for SmolLM2's cache), a price for serving more streams, not for retention.
+only go to slots that running sequences have used before: until the engine has faulted the cache in (while idle,
+runtime/memory.py), a slot's first use costs a fault per 2 MB huge page it touches (about 0.5 s a slot for
+SmolLM2's cache), a price for serving more streams, not for retention.
 """
 from collections import Counter, deque
 from dataclasses import dataclass, field

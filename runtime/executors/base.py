@@ -18,6 +18,11 @@ class ModelExecutor(ABC):
     @abstractmethod
     def forward(self, first_slot: int, token_ids: np.ndarray, past_lengths: np.ndarray) -> np.ndarray: ...
 
+    def populate_step(self) -> bool:
+        """Do a bounded piece of work that makes later forwards cheaper (faulting the KV cache in); the engine calls
+        it while it has nothing else to do. False once there is none left."""
+        return False
+
     @abstractmethod
     def copy_slot(self, src: int, dst: int, length: int) -> None:
         """Copy the first `length` cached positions of slot `src` into slot `dst`."""

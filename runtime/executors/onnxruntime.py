@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..artifact import Artifact, ArtifactError
+from ..memory import Populator
 from .base import ModelExecutor
 
 logger = logging.getLogger("mistralrs.runtime")
@@ -25,6 +26,9 @@ class OnnxRuntimeExecutor(ModelExecutor):
         self.kv = {f"{kind}_{layer}": np.zeros(shape, np.float32)
                    for layer in range(cfg.num_layers) for kind in ("key", "value")}
         self._bound_kv: dict[tuple[int, int], ort.IOBinding] = {}
+        # slot by slot, so the low slots every batch uses are ready first
+        self.populator = Populator([buffer[slot] for slot in range(max_slots) for buffer in self.kv.values()],
+                                   "KV cache")
         logger.info("onnxruntime session ready: %d threads, KV cache %d slots x %d tokens (%.0f MB reserved)",
                     threads, max_slots, max_seq_len, sum(a.nbytes for a in self.kv.values()) / 1e6)
 
@@ -50,6 +54,9 @@ class OnnxRuntimeExecutor(ModelExecutor):
                 binding.bind_ortvalue_output("present_" + name, value)
             self._bound_kv[key] = binding
         return self._bound_kv[key]
+
+    def populate_step(self) -> bool:
+        return self.populator.step()
 
     def copy_slot(self, src: int, dst: int, length: int) -> None:
         for buffer in self.kv.values():

@@ -1,4 +1,5 @@
 """Engine behaviour that HTTP tests cannot reach: a failing forward, a full queue, cancellation, shared prefixes."""
+import time
 from dataclasses import replace
 
 import pytest
@@ -100,3 +101,13 @@ def test_the_next_turn_reuses_the_finished_turn_and_answers_as_a_full_prefill_wo
         assert choice_tokens(unshared.submit(next_turn))[0] == answer
     finally:
         unshared.shutdown()
+
+
+def test_an_idle_engine_faults_its_kv_cache_in_and_answers_as_before(engine):
+    before = choice_tokens(engine.submit(request(engine)))
+    populator = engine.executor.populator
+    deadline = time.monotonic() + 10  # 2 slots x 60 tensors, one per idle turn of the loop
+    while not populator.done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert populator.done
+    assert choice_tokens(engine.submit(request(engine))) == before
