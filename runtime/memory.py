@@ -33,12 +33,28 @@ def populate(buffer: np.ndarray) -> bool:
     return result == 0
 
 
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo; None where there is none."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 class Populator:
-    """Populates `buffers` in order, one per `step()`, so a caller can interleave it with its own work."""
+    """Populates `buffers` in order, one per `step()`, so a caller can interleave it with its own work. Buffers larger
+    together than half the memory available now are left to fault in on use: a reservation sized for the worst case
+    must not commit memory the host may need (what the buffers later touch is committed either way)."""
 
     def __init__(self, buffers: list[np.ndarray], what: str):
+        total, available = sum(b.nbytes for b in buffers), available_bytes()
         self._pending = list(reversed(buffers))
         self._what, self._seconds, self._bytes = what, 0.0, 0
+        if available is not None and total > available // 2:
+            logger.info("%s: %.0f MB, more than half of the %.0f MB available: faulted in on use", what, total / 1e6,
+                        available / 1e6)
+            self._pending.clear()
 
     def step(self) -> bool:
         """Populate the next buffer; False once there is nothing left to do."""

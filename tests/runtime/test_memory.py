@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+from mistralrs.runtime import memory
 from mistralrs.runtime.memory import Populator, populate
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="MADV_POPULATE_WRITE is Linux's")
@@ -39,3 +40,10 @@ def test_populator_takes_one_buffer_a_step():
     while populator.step():
         pass
     assert populator.done and resident_bytes() - before > 0.9 * SIZE
+
+
+def test_a_cache_larger_than_half_the_available_memory_is_left_to_fault_in_on_use(monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: SIZE)
+    buffer = fresh_buffer(4)
+    populator = Populator([buffer[i] for i in range(4)], "test buffer")
+    assert populator.done and not populator.step()
