@@ -17,6 +17,7 @@ class OnnxLowering:
         self.accuracy_levels = accuracy_levels  # weight bits -> MatMulNBits accuracy_level
         self.rank: dict[str, int] = {}
         self._forms: dict[str, KernelForm] = {}
+        self._packed_qkv: dict[str, str] = {}  # q value of a split left out -> the packed tensor attention reads
 
     def run(self, path: Path) -> None:
         last_use = self._last_uses()
@@ -210,6 +211,7 @@ class OnnxLowering:
 
     def _split(self, node: Node) -> None:
         if self._feeds_packed_attention(node):
+            self._packed_qkv[node.outputs[0]] = node.inputs[0]
             return
         self.w.node("Split", [node.inputs[0], self.w.constant(np.array(node.attrs["sizes"]))], node.outputs, axis=-1)
 
@@ -234,9 +236,8 @@ class OnnxLowering:
 
     def _attention(self, node: Node) -> None:
         layer, rotary = node.attrs["layer"], node.attrs["rotary"]
-        split = self.graph.producer(node.inputs[0])
-        packed = split is not None and split.op == "split" and self._feeds_packed_attention(split)
-        qkv = [split.inputs[0], "", ""] if packed else node.inputs
+        packed = self._packed_qkv.get(node.inputs[0])
+        qkv = [packed, "", ""] if packed else node.inputs
         inputs = [*qkv, f"past_key_{layer}", f"past_value_{layer}", "seqlens_k", "total_sequence_length"]
         if rotary:
             inputs += list(self._cos_sin())

@@ -2,6 +2,7 @@
 import logging
 from collections import Counter
 
+import onnx
 import pytest
 from tiny_models import executor_for, greedy_run, max_abs
 
@@ -114,8 +115,6 @@ def test_disabling_a_pass_keeps_the_logits(tiny_artifact, fused_run, disabled):
 
 @pytest.mark.parametrize("name, packed", [("qwen2", True), ("qwen3", False)])  # qwen3 normalises q and k apart
 def test_onnx_attention_reads_the_packed_qkv(tiny_artifact, name, packed):
-    import onnx
-
     model = onnx.load(str(tiny_artifact(name) / "model.onnx"), load_external_data=False)
     attentions = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
     producers = {out: n.op_type for n in model.graph.node for out in n.output}
