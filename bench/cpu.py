@@ -45,7 +45,7 @@ QUALITY_PROMPTS = [
 ]
 QUALITY_STEPS = 64
 W3_CONCURRENCY = 8
-W3_OURS = ("Q4K", "Q4K int8-matmul")  # our servers in W3, each compared with its own W1
+W3_OURS = ("Q4K", "Q4K int8-matmul", "Q4K native")  # our servers in W3, each compared with its own W1
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,18 +67,20 @@ def log(message: str) -> None:
 
 
 # -- setup -----------------------------------------------------------------------------------------------------
-# Our artifacts: name -> (--isq, --matmul-accuracy, weights). Beyond the three, Q4K with int8
-# activations shows what `--matmul-accuracy int8` trades (speed vs agreement with fp32).
-OURS = {"Q4K": ("Q4K", "fp32", "int4"), "Q4K int8-matmul": ("Q4K", "int8", "int4"),
-        "Q8_0": ("Q8_0", "fp32", "int8"), "F32": (None, "fp32", "fp32")}
+# Our artifacts: name -> (--isq, --matmul-accuracy, --decode, weights). Beyond the three, Q4K with int8
+# activations shows what `--matmul-accuracy int8` trades (speed vs agreement with fp32), and Q4K native its decode
+# steps run by the compiled native tape (int8 activations too) instead of the ONNX graph.
+OURS = {"Q4K": ("Q4K", "fp32", "onnxruntime", "int4"), "Q4K int8-matmul": ("Q4K", "int8", "onnxruntime", "int4"),
+        "Q4K native": ("Q4K", "int8", "native", "int4"), "Q8_0": ("Q8_0", "fp32", "onnxruntime", "int8"),
+        "F32": (None, "fp32", "onnxruntime", "fp32")}
 
 
 def ensure_artifact(gguf: Path, name: str, models: Path) -> Path:
-    isq, accuracy, _ = OURS[name]
+    isq, accuracy, decode, _ = OURS[name]
     out = models / f"ours-{name.replace(' ', '-')}"
     if not (out / "manifest.json").is_file():
         command = [sys.executable, "-m", "mistralrs.cli", "compile", "-m", str(gguf), "-o", str(out), "-q",
-                   "--no-spot-check", "--matmul-accuracy", accuracy]
+                   "--no-spot-check", "--matmul-accuracy", accuracy, "--decode", decode]
         subprocess.run(command + (["--isq", isq] if isq else []), check=True)
     return out
 
@@ -86,7 +88,7 @@ def ensure_artifact(gguf: Path, name: str, models: Path) -> Path:
 def peer_specs(args: argparse.Namespace, gguf: Path, artifacts: dict[str, Path]) -> list[PeerSpec]:
     bench, threads, models = args.bench_python, str(args.threads), args.models
     ours = [PeerSpec(f"ours {name}", sys.executable, "run_ours.py",
-                     ["--artifact", str(artifacts[name]), "--threads", threads], OURS[name][2]) for name in OURS]
+                     ["--artifact", str(artifacts[name]), "--threads", threads], OURS[name][3]) for name in OURS]
     peers = [
         PeerSpec("llama.cpp Q4_1", bench, "run_llama_cpp.py", ["--model", str(gguf), "--threads", threads], "int4"),
         PeerSpec("ort-genai int4 k_quant", bench, "run_ort_genai.py",

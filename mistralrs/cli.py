@@ -41,6 +41,9 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
                         "cpu:x86_64+avx2 for x86-64-v3; cuda cross-compiles without a GPU)")
     p.add_argument("--matmul-accuracy", choices=["fp32", "mixed", "int8"], default="fp32",
                    help="onnxruntime: int8 activations (VNNI) in quantized matmuls: none, for 8-bit weights only, or all")
+    p.add_argument("--decode", choices=["onnxruntime", "native"], default="onnxruntime",
+                   help="onnxruntime: what runs decode steps: the ONNX graph, or compiled native code (x86-64 with "
+                        "AVX-512 VNNI, int8 activations, needs a C compiler to compile)")
     p.add_argument("--no-keep-source", action="store_true", help="do not keep the source weights (disables /re_isq)")
     p.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a fusion pass (repeatable)")
     p.add_argument("--no-spot-check", action="store_true", help="skip the final parity spot check")
@@ -76,10 +79,14 @@ def _compile(args) -> int:
 
     if args.progress_jsonl:
         _log_events_as_jsonl("mistralrs.compiler")
+    if args.decode != "onnxruntime" and args.backend != "onnxruntime":
+        print(f"error: --decode {args.decode} is an onnxruntime backend option, not {args.backend}'s", file=sys.stderr)
+        return 2
     options = CompileOptions(model=args.model, output=args.output, isq=args.isq, backend=args.backend,
                              target=args.target, keep_source=not args.no_keep_source,
                              disabled_passes=frozenset(args.disable_pass), progress=not args.quiet,
-                             backend_options={"matmul_accuracy": args.matmul_accuracy})
+                             backend_options={"matmul_accuracy": args.matmul_accuracy,
+                                              **({"decode": args.decode} if args.decode != "onnxruntime" else {})})
     manifest = compile_checkpoint(options)
     summary = _summary(manifest)
     if not args.no_spot_check:

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 GPU_PROBE = "import torch; print('sm_%d%d' % torch.cuda.get_device_capability() if torch.cuda.is_available() else '')"
-CPU_ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avx_vnni", "amx_tile")
+CPU_ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                 "amx_tile")  # as /proc/cpuinfo spells them
 
 
 class IncompatibleTarget(RuntimeError):

@@ -14,17 +14,18 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_artifact(smollm2_gguf, tmp_path_factory):
-    """smollm2_artifact(isq, backend="onnxruntime") -> a `--target cpu` artifact dir; each (ISQ level, backend) is
-    compiled once per session."""
-    compiled: dict[tuple[str | None, str], Path] = {}
+    """smollm2_artifact(isq, backend="onnxruntime", decode="onnxruntime") -> a `--target cpu` artifact dir; each
+    (ISQ level, backend, decode) is compiled once per session."""
+    compiled: dict[tuple[str | None, str, str], Path] = {}
     root = tmp_path_factory.mktemp("smollm2")
 
-    def get(isq: str | None = None, backend: str = "onnxruntime") -> Path:
-        if (isq, backend) not in compiled:
-            out = root / f"smollm2-{backend}-{isq or 'f32'}"
+    def get(isq: str | None = None, backend: str = "onnxruntime", decode: str = "onnxruntime") -> Path:
+        if (isq, backend, decode) not in compiled:
+            out = root / f"smollm2-{backend}-{isq or 'f32'}-{decode}"
+            options = {"decode": decode} if decode != "onnxruntime" else {}
             compile_checkpoint(CompileOptions(model=str(smollm2_gguf), output=out, isq=isq, backend=backend,
-                                              progress=False))
-            compiled[isq, backend] = out
-        return compiled[isq, backend]
+                                              progress=False, backend_options=options))
+            compiled[isq, backend, decode] = out
+        return compiled[isq, backend, decode]
 
     return get

@@ -8,6 +8,7 @@ import onnxruntime as ort
 from ..artifact import Artifact, ArtifactError
 from ..memory import Populator
 from .base import ModelExecutor
+from .native_decode import NativeDecoder
 
 logger = logging.getLogger("mistralrs.runtime")
 
@@ -29,11 +30,16 @@ class OnnxRuntimeExecutor(ModelExecutor):
         # slot by slot, so the low slots every batch uses are ready first
         self.populator = Populator([buffer[slot] for slot in range(max_slots) for buffer in self.kv.values()],
                                    "KV cache")
-        logger.info("onnxruntime session ready: %d threads, KV cache %d slots x %d tokens (%.0f MB reserved)",
-                    threads, max_slots, max_seq_len, sum(a.nbytes for a in self.kv.values()) / 1e6)
+        native = artifact.manifest["backend"].get("details", {}).get("native_decode")
+        self.native = NativeDecoder(artifact, native, self.kv, max_slots, threads) if native else None
+        logger.info("onnxruntime session ready: %d threads, KV cache %d slots x %d tokens (%.0f MB reserved)%s",
+                    threads, max_slots, max_seq_len, sum(a.nbytes for a in self.kv.values()) / 1e6,
+                    ", native decode" if self.native else "")
 
     def forward(self, first_slot: int, token_ids: np.ndarray, past_lengths: np.ndarray) -> np.ndarray:
         batch, seq = token_ids.shape
+        if seq == 1 and self.native is not None:
+            return self.native.step(first_slot, token_ids[:, 0], past_lengths)
         binding = self._binding(first_slot, batch)
         seqlens = (past_lengths + seq - 1).astype(np.int32)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(token_ids, dtype=np.int64))

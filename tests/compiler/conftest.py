@@ -36,16 +36,18 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory, tiny_checkpoint):
     """tiny_artifact(name, isq=None, disabled_passes=frozenset(), matmul_accuracy="fp32", backend="onnxruntime",
-    target="cpu") -> artifact dir, compiled once per session."""
+    target="cpu", decode="onnxruntime") -> artifact dir, compiled once per session."""
     compiled: dict[tuple, Path] = {}
     root = tmp_path_factory.mktemp("tiny-artifacts")
 
     def get(name: str, isq: str | None = None, disabled_passes: frozenset[str] = frozenset(),
-            matmul_accuracy: str = "fp32", backend: str = "onnxruntime", target: str = "cpu") -> Path:
-        key = (name, isq, frozenset(disabled_passes), matmul_accuracy, backend, target)
+            matmul_accuracy: str = "fp32", backend: str = "onnxruntime", target: str = "cpu",
+            decode: str = "onnxruntime") -> Path:
+        key = (name, isq, frozenset(disabled_passes), matmul_accuracy, backend, target, decode)
         if key not in compiled:
             out = root / f"{name}-{isq or 'f32'}-{len(compiled)}"
-            compile_tiny(tiny_checkpoint(name), out, isq, frozenset(disabled_passes), matmul_accuracy, backend, target)
+            compile_tiny(tiny_checkpoint(name), out, isq, frozenset(disabled_passes), matmul_accuracy, backend, target,
+                         decode)
             compiled[key] = out
         return compiled[key]
 

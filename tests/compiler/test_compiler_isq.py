@@ -187,7 +187,8 @@ def test_quantized_artifact_matches_eager_on_dequantized_weights(tiny_artifact, 
 def test_int8_activations_stay_close_to_the_dequantized_model(tiny_artifact, tiny_checkpoint, name, accuracy):
     """int8-activation matmuls trade a little accuracy for speed: within 0.1 of exact logits (|logits| ~ 3)."""
     artifact = tiny_artifact("qwen2", isq=name, matmul_accuracy=accuracy)
-    assert open_artifact(artifact).manifest["backend"]["options"] == {"matmul_accuracy": accuracy}
+    options = open_artifact(artifact).manifest["backend"]["options"]
+    assert options == {"matmul_accuracy": accuracy, "decode": "onnxruntime"}
     tokens, logits = greedy_run(executor_for(artifact), PROMPT)
     reference = teacher_forced(eager_model(tiny_checkpoint("qwen2"), SCHEMES[name]), PROMPT, tokens)
     assert np.abs(logits - reference).max() < 0.1

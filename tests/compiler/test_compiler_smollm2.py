@@ -12,6 +12,7 @@ from mistralrs.runtime.tokenizer import Tokenizer
 
 PROMPT = "The capital of France is"
 ISQ_LEVELS = [None, "Q8_0", "Q4_1", "Q4K"]
+NATIVE = "Q4K, native decode"  # Q4K with decode steps run by the native tape (int8 activations)
 AGREEMENT_PROMPTS = [
     "The capital of France is",
     "Water boils at a temperature of",
@@ -40,8 +41,9 @@ def prompts(tokenizer) -> list[list[int]]:
 def executors(smollm2_artifact, prompts) -> dict:
     """One executor per ISQ level, with a slot per agreement prompt (decode runs them as one batch)."""
     max_seq_len = max(map(len, prompts)) + AGREEMENT_STEPS
-    return {isq: create_executor(open_artifact(smollm2_artifact(isq)), len(prompts), max_seq_len, threads=2)
-            for isq in ISQ_LEVELS}
+    artifacts = {isq: smollm2_artifact(isq) for isq in ISQ_LEVELS} | {NATIVE: smollm2_artifact("Q4K", decode="native")}
+    return {name: create_executor(open_artifact(path), len(prompts), max_seq_len, threads=2)
+            for name, path in artifacts.items()}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def argmax_ids(executor, prompts: list[list[int]], forced: np.ndarray | None = N
 @pytest.fixture(scope="module")
 def agreement(executors, prompts) -> dict[str, float]:
     fp32 = argmax_ids(executors[None], prompts)
-    matches = {isq: argmax_ids(executors[isq], prompts, fp32) == fp32 for isq in ISQ_LEVELS if isq}
+    matches = {name: argmax_ids(executor, prompts, fp32) == fp32 for name, executor in executors.items() if name}
     report = agreement_table(matches)
     print("\n" + report)
     AGREEMENT_REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,6 @@ def test_q8_0_agrees_with_fp32(agreement):
     assert agreement["Q8_0"] >= 0.98
 
 
-@pytest.mark.parametrize("isq", ["Q4_1", "Q4K"])
+@pytest.mark.parametrize("isq", ["Q4_1", "Q4K", NATIVE])
 def test_4bit_agrees_with_fp32(agreement, isq):
     assert agreement[isq] >= 0.90

@@ -84,10 +84,11 @@ def save_checkpoint(directory: Path, model, tokenizer: Tokenizer) -> Path:
 
 def compile_tiny(checkpoint: Path, output: Path, isq: str | None = None,
                  disabled_passes: frozenset[str] = frozenset(), matmul_accuracy: str = "fp32",
-                 backend: str = "onnxruntime", target: str = "cpu") -> dict:
+                 backend: str = "onnxruntime", target: str = "cpu", decode: str = "onnxruntime") -> dict:
+    backend_options = {"matmul_accuracy": matmul_accuracy} | ({"decode": decode} if decode != "onnxruntime" else {})
     options = CompileOptions(model=str(checkpoint), output=output, isq=isq, keep_source=False,
                              disabled_passes=disabled_passes, progress=False, backend=backend, target=target,
-                             backend_options={"matmul_accuracy": matmul_accuracy})
+                             backend_options=backend_options)
     return compile_checkpoint(options)
 
 
