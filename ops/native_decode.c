@@ -114,7 +114,8 @@ static void matmul_panel(const Decoder *d, const Weight *w, int panel, int r0, i
   const int n0 = panel * PANEL, live = (int)w->rows - n0 < PANEL ? (int)w->rows - n0 : PANEL;
   const __mmask16 mask = (__mmask16)((1u << live) - 1);
   __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n0) : _mm512_setzero_ps();
-  for (int r = 0; r < m; r++) _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * y_stride + n0, mask, _mm512_add_ps(acc[r], b));
+  for (int r = 0; r < m; r++)
+    _mm512_mask_storeu_ps(y + (size_t)(r0 + r) * y_stride + n0, mask, _mm512_add_ps(acc[r], b));
 }
 
 // run by every thread of the team
@@ -203,7 +204,8 @@ static void attend_group(const Decoder *d, const float *q, int heads, const floa
     for (int c = 0; c < chunks; c++) _mm512_storeu_ps(out + h * hd + 16 * c, acc[h][c]);
 }
 
-static void attention(Decoder *d, int rows, const Instr *in, const int64_t *positions, float **kv, int64_t slot_stride) {
+static void attention(Decoder *d, int rows, const Instr *in, const int64_t *positions, float **kv,
+                      int64_t slot_stride) {
   const int hd = d->head_dim, layer = in->a[4], group = d->num_heads / d->kv_heads, rotary = in->a[5];
   const int parts = (group + MAX_GROUP - 1) / MAX_GROUP;
   float *keys = kv[2 * layer], *values = kv[2 * layer + 1];
@@ -289,7 +291,8 @@ void *nd_create(const int32_t *config, const Instr *instr, int n_instr, const Va
   for (int i = 0; i < n_instr; i++)
     if (instr[i].op == OP_LINEAR && weights[instr[i].a[2]].cols > d->max_k) d->max_k = (int)weights[instr[i].a[2]].cols;
   d->buffers = malloc(sizeof(float *) * n_buffers);
-  for (int i = 0; i < n_buffers; i++) d->buffers[i] = aligned_alloc(64, ((size_t)d->max_rows * buffer_widths[i] * 4 + 63) / 64 * 64);
+  for (int i = 0; i < n_buffers; i++)
+    d->buffers[i] = aligned_alloc(64, ((size_t)d->max_rows * buffer_widths[i] * 4 + 63) / 64 * 64);
   d->inv_freq = malloc(4 * d->head_dim / 2), memcpy(d->inv_freq, inv_freq, 4 * d->head_dim / 2);
   d->cos = malloc(4 * d->max_rows * d->head_dim / 2), d->sin = malloc(4 * d->max_rows * d->head_dim / 2);
   d->xq = aligned_alloc(64, (size_t)d->max_rows * d->max_k);
@@ -315,7 +318,8 @@ void nd_step(Decoder *d, int rows, const int64_t *tokens, const int64_t *positio
     else rowwise(d, rows, in, tokens);
   }
   const Value *out = &d->values[d->logits_value];
-  for (int r = 0; r < rows; r++) memcpy(logits + (size_t)r * out->width, value_row(d, d->logits_value, r), 4 * out->width);
+  for (int r = 0; r < rows; r++)
+    memcpy(logits + (size_t)r * out->width, value_row(d, d->logits_value, r), 4 * out->width);
 }
 
 void nd_free(Decoder *d) {

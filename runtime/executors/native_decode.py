@@ -15,9 +15,9 @@ class NativeDecoder:
         program = json.loads(artifact.path(files["program"]).read_text())
         self.library = ctypes.CDLL(str(artifact.path(files["library"])))
         self.library.nd_create.restype = ctypes.c_void_p
-        self.library.nd_create.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-                                           ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                           ctypes.c_void_p]
+        pointer, count = ctypes.c_void_p, ctypes.c_int
+        self.library.nd_create.argtypes = [pointer, pointer, count, pointer, count, pointer, count, pointer, pointer,
+                                           pointer]
         self.library.nd_step.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                          ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
         self.library.nd_free.argtypes = [ctypes.c_void_p]
