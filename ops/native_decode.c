@@ -18,10 +18,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 enum { OP_EMBED = 1, OP_RMS_NORM, OP_SKIP_RMS_NORM, OP_LINEAR, OP_HEAD_RMS_NORM, OP_ATTENTION, OP_ADD, OP_SILU_MUL };
 enum { W_F32 = 0, W_Q4 = 4, W_Q8 = 8 };  // F32: norm weights and biases
-enum { BLOCK = 32, PANEL = 16, MAX_ROWS = 8, MAX_GROUP = 8, MAX_CHUNKS = 16 };  // chunks: head_dim / 16
+enum { BLOCK = 32, PANEL = 16, MAX_GROUP = 8, MAX_CHUNKS = 16 };  // chunks: head_dim / 16
+enum { VNNI_ROWS = 8, AMX_ROWS = 16, AMX_MIN_ROWS = 2 };  // rows a matmul pass takes; from how many rows AMX runs
 
 typedef struct { int32_t op, a[7]; float eps; } Instr;  // operands: value ids, then weight ids / layer / sizes
 typedef struct { int32_t buffer, offset, width; } Value;
@@ -40,7 +43,7 @@ typedef struct {
   int8_t *xq;                   // [rows, max_k] int8 activations
   float *xd, *xs;               // [rows, max_k / 32] their block scales and scaled sums
   float *scores;                // [threads, MAX_GROUP, max_len]
-  int threads;
+  int threads, amx;
 } Decoder;
 
 static inline float *value_row(const Decoder *d, int v, int row) {
@@ -86,26 +89,77 @@ static inline void unpack_block(const uint8_t *blk, int kind, __m512i c[8]) {
   }
 }
 
-// y[r][the panel's 16 columns] for rows [r0, r0 + m), m <= MAX_ROWS, of the quantized input
-static void matmul_panel(const Decoder *d, const Weight *w, int panel, int r0, int m, float *y, int y_stride,
+// 16 columns of int32 dot products of one block with each of m rows of int8 activations: AMX, for batches
+typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } TileConfig;
+static __thread int tile_rows;  // the row count this thread's tiles are configured for (0: none)
+
+static void configure_tiles(int m) {
+  if (tile_rows == m) return;
+  TileConfig config = {.palette = 1};
+  for (int pair = 0; pair < 2; pair++) {  // tiles 0-2 and 3-5: two blocks in flight
+    config.rows[3 * pair] = (uint8_t)m, config.colsb[3 * pair] = 64;          // dots: m rows x 16 int32
+    config.rows[3 * pair + 1] = (uint8_t)m, config.colsb[3 * pair + 1] = BLOCK;  // activations: m rows x 32 int8
+    config.rows[3 * pair + 2] = BLOCK / 4, config.colsb[3 * pair + 2] = 64;   // codes: 8 rows x 16 columns x 4
+  }
+  _tile_loadconfig(&config);
+  tile_rows = m;
+}
+
+// AMX: the dots of blocks b and b + 1 (if there is one) of a panel with m rows into dots[0] and dots[1], the two
+// multiplications in flight together
+static void amx_pair_dots(const Weight *w, const uint8_t *blk, int bytes, int two, const int8_t *x, int xk,
+                          int32_t (*dots)[AMX_ROWS * 16]) {
+  _Alignas(64) uint8_t unpacked[2][8 * 64];
+  if (w->kind == W_Q4) {
+    __m512i c[8];
+    for (int j = 0; j <= two; j++) {
+      unpack_block(blk + j * bytes, W_Q4, c);
+      for (int t = 0; t < 8; t++) _mm512_store_si512(unpacked[j] + 64 * t, c[t]);
+    }
+  }
+  _tile_zero(0);
+  _tile_loadd(1, x, xk);
+  _tile_loadd(2, w->kind == W_Q4 ? unpacked[0] : blk, 64);
+  _tile_dpbsud(0, 1, 2);
+  if (two) {
+    _tile_zero(3);
+    _tile_loadd(4, x + BLOCK, xk);
+    _tile_loadd(5, w->kind == W_Q4 ? unpacked[1] : blk + bytes, 64);
+    _tile_dpbsud(3, 4, 5);
+  }
+  _tile_stored(0, dots[0], 64);
+  if (two) _tile_stored(3, dots[1], 64);
+}
+
+// y[r][the panel's 16 columns] for rows [r0, r0 + m) of the quantized input: m <= VNNI_ROWS with vpdpbusd,
+// m <= AMX_ROWS with AMX tiles
+static void matmul_panel(const Decoder *d, const Weight *w, int panel, int r0, int m, int amx, float *y, int y_stride,
                          const float *bias) {
   const int nb = (int)w->cols / BLOCK, bytes = block_bytes((int)w->kind), codes = bytes - 64;
   const float half = w->kind == W_Q4 ? 8.f : 128.f;
   const uint8_t *base = d->blob + w->offset + (size_t)panel * nb * bytes;
   const int xk = d->max_k, xb = d->max_k / BLOCK;
-  __m512 acc[MAX_ROWS];
+  const int8_t *x = d->xq + (size_t)r0 * xk;
+  _Alignas(64) int32_t tile_dots[2][AMX_ROWS * 16];
+  __m512 acc[AMX_ROWS];
   for (int r = 0; r < m; r++) acc[r] = _mm512_setzero_ps();
   for (int b = 0; b < nb; b++) {
     const uint8_t *blk = base + (size_t)b * bytes;
     __m512i c[8];
-    unpack_block(blk, (int)w->kind, c);
+    if (!amx) unpack_block(blk, (int)w->kind, c);
+    else if (b % 2 == 0) amx_pair_dots(w, blk, bytes, b + 1 < nb, x + b * BLOCK, xk, tile_dots);
     __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + codes)));
     __m512 centre = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + codes + 32)));
     __m512 offset = _mm512_fnmadd_ps(_mm512_set1_ps(half), scale, centre);  // z - half d
     for (int r = 0; r < m; r++) {
-      const int32_t *xq = (const int32_t *)(d->xq + (size_t)(r0 + r) * xk + b * BLOCK);
-      __m512i dot = _mm512_setzero_si512();
-      for (int t = 0; t < 8; t++) dot = _mm512_dpbusd_epi32(dot, c[t], _mm512_set1_epi32(xq[t]));
+      __m512i dot;
+      if (amx) {
+        dot = _mm512_load_si512(tile_dots[b % 2] + 16 * r);
+      } else {
+        const int32_t *xq = (const int32_t *)(x + (size_t)r * xk + b * BLOCK);
+        dot = _mm512_setzero_si512();
+        for (int t = 0; t < 8; t++) dot = _mm512_dpbusd_epi32(dot, c[t], _mm512_set1_epi32(xq[t]));
+      }
       float dx = d->xd[(r0 + r) * xb + b], sx = d->xs[(r0 + r) * xb + b];
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(scale, _mm512_set1_ps(dx)), acc[r]);
       acc[r] = _mm512_fmadd_ps(offset, _mm512_set1_ps(sx), acc[r]);
@@ -127,11 +181,15 @@ static void linear(Decoder *d, int rows, const Instr *in) {
     quantize_row(value_row(d, in->a[0], r), k, d->xq + (size_t)r * d->max_k, d->xd + r * xb, d->xs + r * xb);
   const float *bias = in->a[3] >= 0 ? (const float *)(d->blob + d->weights[in->a[3]].offset) : NULL;
   const int panels = ((int)w->rows + PANEL - 1) / PANEL, y_stride = d->buffer_widths[d->values[in->a[1]].buffer];
+  const int amx = d->amx && rows >= AMX_MIN_ROWS, group = amx ? AMX_ROWS : VNNI_ROWS;
   float *y = value_row(d, in->a[1], 0);
   #pragma omp for schedule(static)
   for (int p = 0; p < panels; p++)
-    for (int r0 = 0; r0 < rows; r0 += MAX_ROWS)
-      matmul_panel(d, w, p, r0, rows - r0 < MAX_ROWS ? rows - r0 : MAX_ROWS, y, y_stride, bias);
+    for (int r0 = 0; r0 < rows; r0 += group) {
+      const int m = rows - r0 < group ? rows - r0 : group;
+      if (amx) configure_tiles(m);
+      matmul_panel(d, w, p, r0, m, amx, y, y_stride, bias);
+    }
 }
 
 // -- the rest of a layer ----------------------------------------------------------------------------------------
@@ -275,13 +333,19 @@ static void rowwise(Decoder *d, int rows, const Instr *in, const int64_t *tokens
 }
 
 // -- the interface --------------------------------------------------------------------------------------------
-// config: num_heads, kv_heads, head_dim, max_rows, max_len, logits_value, threads
+// AMX tiles need the kernel's permission (Linux 5.16+); without it the VNNI path runs every batch
+static int enable_amx(void) {
+  enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+  return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+// config: num_heads, kv_heads, head_dim, max_rows, max_len, logits_value, threads, use AMX (the CPU has AMX-INT8)
 void *nd_create(const int32_t *config, const Instr *instr, int n_instr, const Value *values, int n_values,
                 const int32_t *buffer_widths, int n_buffers, const Weight *weights, const uint8_t *blob,
                 const float *inv_freq) {
   Decoder *d = calloc(1, sizeof(Decoder));
   d->num_heads = config[0], d->kv_heads = config[1], d->head_dim = config[2], d->max_rows = config[3];
-  d->max_len = config[4], d->logits_value = config[5], d->threads = config[6];
+  d->max_len = config[4], d->logits_value = config[5], d->threads = config[6], d->amx = config[7] && enable_amx();
   d->instr = malloc(sizeof(Instr) * n_instr), memcpy(d->instr, instr, sizeof(Instr) * n_instr);
   d->values = malloc(sizeof(Value) * n_values), memcpy(d->values, values, sizeof(Value) * n_values);
   d->buffer_widths = malloc(4 * n_buffers), memcpy(d->buffer_widths, buffer_widths, 4 * n_buffers);

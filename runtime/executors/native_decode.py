@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 
+from ...hardware import cpu_flags
 from ..artifact import Artifact
 
 INSTRUCTION = np.dtype([("op", np.int32), ("args", np.int32, 7), ("eps", np.float32)])
@@ -36,8 +37,9 @@ class NativeDecoder:
         first = next(iter(kv.values()))
         self.max_len, self.slot_stride = first.shape[2], first[0].size
         self.max_rows = max_rows
+        amx = {"amx_tile", "amx_int8"} <= cpu_flags()
         header = np.array([config["num_heads"], config["kv_heads"], config["head_dim"], max_rows, self.max_len,
-                           config["logits"], threads], np.int32)
+                           config["logits"], threads, amx], np.int32)
         inv_freq = np.array(program["inv_freq"], np.float32)
         self.handle = self.library.nd_create(
             _ptr(header), _ptr(instructions), len(instructions), _ptr(values), len(values), _ptr(widths), len(widths),

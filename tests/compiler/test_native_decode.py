@@ -48,6 +48,21 @@ def test_batched_native_rows_equal_each_row_alone(tiny_artifact):
         assert max_abs(rows[0], short_alone[step]) == 0 and max_abs(rows[1], long_alone[step]) == 0, step
 
 
+def test_odd_block_counts_and_batches_past_a_tile(tiny_tokenizer, tmp_path):
+    """down_proj over 3 blocks of 32 (the AMX path takes blocks in pairs) and 18 rows (more than a 16-row tile)."""
+    from tiny_models import TinySpec, compile_tiny, random_model, save_checkpoint
+
+    spec = TinySpec("LlamaConfig", "LlamaForCausalLM", {"intermediate_size": 96})
+    checkpoint = save_checkpoint(tmp_path / "hf", random_model(spec, seed=7), tiny_tokenizer)
+    compile_tiny(checkpoint, tmp_path / "out", "Q4K", decode="native")
+    executor = executor_for(tmp_path / "out", max_slots=18)
+    prompts = [[5 + row, 17, 42 + row] for row in range(18)]
+    alone = [greedy_run(executor, prompt, 2, slot=17)[1] for prompt in prompts[:3]]
+    for step, rows in enumerate(batched_decode(executor, prompts, 2)):
+        for row in range(3):
+            assert max_abs(rows[row], alone[row][step]) == 0, (step, row)
+
+
 def test_manifest_records_the_native_files_and_required_isa(tiny_artifact):
     manifest = json.loads((tiny_artifact("llama-tied", "Q4K", decode="native") / "manifest.json").read_text())
     assert manifest["backend"]["options"]["decode"] == "native"
