@@ -4,7 +4,8 @@
 // activation values, and packs every quantized weight in the panel layout the matmul reads; this file runs a tape.
 // Values are fp32 [rows, width] regions of scratch buffers (a split is a view, not a copy). Matmuls quantize their
 // input rows to int8 per block of 32 and read the weight codes as unsigned bytes: one vpdpbusd multiplies 16
-// output columns by 4 inputs, so each weight byte is loaded once per step and used by every row.
+// output columns by 4 inputs, so each weight byte is loaded once per step and used by every row; batches of 2 or
+// more rows use AMX tiles instead where the CPU and the kernel allow them.
 //
 // Weight panel layout (16 output columns, then block by block along K, 32 inputs a block):
 //   4-bit: 4 chunks of 64 bytes, chunk t byte [c * 4 + i] = q[c][4t + i] | q[c][16 + 4t + i] << 4
@@ -32,7 +33,7 @@ typedef struct { int64_t kind, rows, cols, offset; } Weight;  // rows = N (outpu
 
 typedef struct {
   int num_heads, kv_heads, head_dim, max_rows, max_len, max_k, logits_value;
-  int n_instr, n_values, n_buffers;
+  int n_instr, n_buffers;
   Instr *instr;
   Value *values;
   int32_t *buffer_widths;
@@ -349,7 +350,7 @@ void *nd_create(const int32_t *config, const Instr *instr, int n_instr, const Va
   d->instr = malloc(sizeof(Instr) * n_instr), memcpy(d->instr, instr, sizeof(Instr) * n_instr);
   d->values = malloc(sizeof(Value) * n_values), memcpy(d->values, values, sizeof(Value) * n_values);
   d->buffer_widths = malloc(4 * n_buffers), memcpy(d->buffer_widths, buffer_widths, 4 * n_buffers);
-  d->n_instr = n_instr, d->n_values = n_values, d->n_buffers = n_buffers;
+  d->n_instr = n_instr, d->n_buffers = n_buffers;
   d->weights = (Weight *)weights, d->blob = blob;  // owned by the caller
   d->max_k = BLOCK;
   for (int i = 0; i < n_instr; i++)

@@ -189,7 +189,7 @@ class Engine:
     def _decode(self, seqs: list[Sequence]) -> None:
         tokens = np.array([[s.token_ids[-1]] for s in seqs], np.int64)
         past = np.array([s.num_cached_tokens for s in seqs], np.int64)
-        logits = self.executor.forward(0, tokens, past)
+        logits = self._decode_forward(seqs, tokens, past)
         for seq in seqs:
             seq.num_cached_tokens += 1
         self.counters["decode_steps"] += 1
@@ -202,6 +202,16 @@ class Engine:
             if seq.num_generated == 0:  # its prompt was shared but for the last position: this is its first token
                 self._mark_prefilled(seq)
             self._emit(seq, advance(seq, token, self.tokenizer))
+
+    def _decode_forward(self, seqs: list[Sequence], tokens: np.ndarray, past: np.ndarray) -> np.ndarray:
+        """One decode step's logits. Sequences whose shared prefix left them only their prompt's last position joined
+        this step at the end of the batch; where decode steps run other kernels than prompts, that position is
+        computed as a prompt's (so a prompt's first token does not depend on whether its prefix was shared)."""
+        joined = next((i for i, s in enumerate(seqs) if s.num_generated == 0), len(seqs))
+        if not self.executor.decodes_differently or joined == len(seqs):
+            return self.executor.forward(0, tokens, past)
+        ends = self.executor.forward_prompt_end(joined, tokens[joined:], past[joined:])
+        return ends if joined == 0 else np.concatenate([self.executor.forward(0, tokens[:joined], past[:joined]), ends])
 
     def _prefill(self, chunk: PrefillChunk) -> None:
         seq = chunk.seq

@@ -45,12 +45,15 @@ def available_bytes() -> int | None:
 class Populator:
     """Populates `buffers` in order, one per `step()`, so a caller can interleave it with its own work. Buffers larger
     together than half the memory available now are left to fault in on use: a reservation sized for the worst case
-    must not commit memory the host may need (what the buffers later touch is committed either way)."""
+    must not commit memory the host may need (what the buffers later touch is committed either way). For the same
+    reason it stops where populating the next buffer would leave less than that half available (other processes
+    populate or allocate too)."""
 
     def __init__(self, buffers: list[np.ndarray], what: str):
         total, available = sum(b.nbytes for b in buffers), available_bytes()
         self._pending = list(reversed(buffers))
         self._what, self._seconds, self._bytes = what, 0.0, 0
+        self._floor = None if available is None else available // 2
         if available is not None and total > available // 2:
             logger.info("%s: %.0f MB, more than half of the %.0f MB available: faulted in on use", what, total / 1e6,
                         available / 1e6)
@@ -61,6 +64,12 @@ class Populator:
         if not self._pending:
             return False
         buffer = self._pending.pop()
+        available = available_bytes() if self._floor is not None else None
+        if available is not None and available - buffer.nbytes < self._floor:
+            logger.info("%s: stopped after %.0f MB, %.0f MB available is less than half of what there was at start",
+                        self._what, self._bytes / 1e6, available / 1e6)
+            self._pending.clear()
+            return False
         start = time.perf_counter()
         if not populate(buffer):
             reason = os.strerror(ctypes.get_errno()) if _libc is not None else f"not supported on {sys.platform}"

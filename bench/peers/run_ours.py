@@ -23,8 +23,10 @@ class OursRunner:
         self.artifact = open_artifact(artifact_dir)
         self.threads = threads
         # each repeat of W1/W2 sends the same prompt: with prefix sharing, every one after the first would time a
-        # cache hit instead of a prefill
-        self.engine = Engine(self.artifact, EngineConfig(max_batch=16, threads=threads, prefix_sharing=False))
+        # cache hit instead of a prefill. One request at a time needs one KV slot: an idle runner then has no
+        # server-sized cache to fault in (runtime/memory.py) while another runner is timed
+        self.engine = Engine(self.artifact, EngineConfig(max_batch=1, max_seq_len=1024, threads=threads,
+                                                         prefix_sharing=False))
 
     def _generate(self, prompt_ids: list[int], max_new: int) -> tuple[StreamTimer, list[int], RequestDone]:
         request = GenerationRequest(list(prompt_ids), SamplingParams(temperature=0.0),

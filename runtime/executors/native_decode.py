@@ -19,9 +19,8 @@ class NativeDecoder:
         pointer, count = ctypes.c_void_p, ctypes.c_int
         self.library.nd_create.argtypes = [pointer, pointer, count, pointer, count, pointer, count, pointer, pointer,
                                            pointer]
-        self.library.nd_step.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                         ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-        self.library.nd_free.argtypes = [ctypes.c_void_p]
+        self.library.nd_step.argtypes = [pointer, count, pointer, pointer, pointer, ctypes.c_int64, pointer]
+        self.library.nd_free.argtypes = [pointer]
         # the library reads these in place for its lifetime
         self.blob = np.fromfile(artifact.path(files["weights"]), np.uint8)
         self.weights = np.array(program["weights"], np.int64).reshape(-1, 4)
@@ -33,7 +32,6 @@ class NativeDecoder:
         values = np.array(program["values"], np.int32)
         widths = np.array(program["buffer_widths"], np.int32)
         config = program["config"]
-        self.vocab = int(values[config["logits"], 2])
         first = next(iter(kv.values()))
         self.max_len, self.slot_stride = first.shape[2], first[0].size
         self.max_rows = max_rows
@@ -46,11 +44,14 @@ class NativeDecoder:
             _ptr(self.weights), _ptr(self.blob), _ptr(inv_freq))
         self.kv = kv
         self._kv_pointers: dict[int, np.ndarray] = {}
-        self.logits = np.empty((max_rows, self.vocab), np.float32)
+        self.logits = np.empty((max_rows, int(values[config["logits"], 2])), np.float32)
 
     def step(self, first_slot: int, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """tokens, positions [rows]: each row's new token and its position (= the tokens already cached)."""
         rows = len(tokens)
+        if rows > self.max_rows or positions.max() >= self.max_len:
+            raise ValueError(f"native decode of {rows} rows at positions up to {positions.max()} exceeds its "
+                             f"{self.max_rows} rows of {self.max_len} positions")
         tokens = np.ascontiguousarray(tokens, np.int64)
         positions = np.ascontiguousarray(positions, np.int64)
         self.library.nd_step(self.handle, rows, _ptr(tokens), _ptr(positions), _ptr(self._pointers(first_slot)),

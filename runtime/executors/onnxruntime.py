@@ -37,9 +37,19 @@ class OnnxRuntimeExecutor(ModelExecutor):
                     ", native decode" if self.native else "")
 
     def forward(self, first_slot: int, token_ids: np.ndarray, past_lengths: np.ndarray) -> np.ndarray:
-        batch, seq = token_ids.shape
-        if seq == 1 and self.native is not None:
+        if token_ids.shape[1] == 1 and self.native is not None:
             return self.native.step(first_slot, token_ids[:, 0], past_lengths)
+        return self._run_graph(first_slot, token_ids, past_lengths)
+
+    @property
+    def decodes_differently(self) -> bool:
+        return self.native is not None
+
+    def forward_prompt_end(self, first_slot: int, token_ids: np.ndarray, past_lengths: np.ndarray) -> np.ndarray:
+        return self._run_graph(first_slot, token_ids, past_lengths)
+
+    def _run_graph(self, first_slot: int, token_ids: np.ndarray, past_lengths: np.ndarray) -> np.ndarray:
+        batch, seq = token_ids.shape
         binding = self._binding(first_slot, batch)
         seqlens = (past_lengths + seq - 1).astype(np.int32)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(token_ids, dtype=np.int64))

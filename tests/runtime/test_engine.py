@@ -111,3 +111,19 @@ def test_an_idle_engine_faults_its_kv_cache_in_and_answers_as_before(engine):
         time.sleep(0.05)
     assert populator.done
     assert choice_tokens(engine.submit(request(engine))) == before
+
+
+def test_with_native_decode_a_shared_prompt_takes_its_first_token_from_the_graph(smollm2_artifact):
+    """Native decode steps round activations to int8. Choices that share a cached prompt join a decode step for its
+    last position, which the graph computes as it does for a prefill: each choice starts as the solo answer does."""
+    engine = Engine(open_artifact(smollm2_artifact("Q4K", decode="native")), EngineConfig(max_batch=4, threads=2))
+    prompt_ends, real = [], engine.executor.forward_prompt_end
+    engine.executor.forward_prompt_end = lambda *args: prompt_ends.append(len(args[1])) or real(*args)
+    try:
+        solo = choice_tokens(engine.submit(request(engine, max_tokens=1)))[0]
+        choices = choice_tokens(engine.submit(replace(request(engine, max_tokens=1), n=3)))
+    finally:
+        engine.shutdown()
+    assert engine.tokenizer.decode(solo) == " Paris"
+    assert choices == {0: solo, 1: solo, 2: solo}
+    assert prompt_ends == [3]  # all three found the solo prompt retained and joined one decode step

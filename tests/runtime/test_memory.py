@@ -47,3 +47,12 @@ def test_a_cache_larger_than_half_the_available_memory_is_left_to_fault_in_on_us
     buffer = fresh_buffer(4)
     populator = Populator([buffer[i] for i in range(4)], "test buffer")
     assert populator.done and not populator.step()
+
+
+def test_population_stops_where_the_available_memory_falls_below_half_of_what_it_was(monkeypatch):
+    available = iter([8 * SIZE, 8 * SIZE, 4 * SIZE])  # at start, before step 1, before step 2 (others allocated)
+    monkeypatch.setattr(memory, "available_bytes", lambda: next(available))
+    buffer = fresh_buffer(4)
+    populator = Populator([buffer[i] for i in range(4)], "test buffer")
+    assert populator.step() and not populator.step()
+    assert populator.done
