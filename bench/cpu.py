@@ -1,5 +1,6 @@
-"""CPU benchmark against peer runtimes: ours (fp32, Q8_0, Q4K) vs llama.cpp, onnxruntime-genai, mistral.rs and
-transformers, on SmolLM2-135M-Instruct (the bundled Q4_1 GGUF, or its fp32 HF conversion).
+"""CPU benchmark against peer runtimes: ours (fp32, Q8_0, Q4K; Q4K with int8 activations and with native decode) vs
+llama.cpp, onnxruntime-genai, mistral.rs and transformers, on SmolLM2-135M-Instruct (the bundled Q4_1 GGUF, or its fp32
+HF conversion).
 
 Run with the project venv after bench/peers/setup.sh:  python bench/cpu.py
 Each configuration is a runner subprocess (bench/peers/run_*.py) in its own venv. Every workload alternates the
