@@ -1,13 +1,17 @@
-"""`mistralrs serve` as a subprocess on a free port, plus a reader for its Prometheus /metrics."""
+"""`mistralrs serve` as a subprocess on a free port, an openai client of one, plus a reader for its Prometheus
+/metrics."""
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import openai
 
 
 def _mistralrs_command() -> list[str]:
@@ -61,6 +65,23 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+@contextmanager
+def served_client(args: list[str], log_path: Path) -> Iterator[openai.OpenAI]:
+    """The openai SDK on a `mistralrs serve` started with `args`, which stops when the block ends."""
+    server = LiveServer(args, log_path)
+    try:
+        server.wait_until_healthy(120)
+        with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=120) as client:
+            yield client
+    finally:
+        if server.stop() != 0:
+            print(f"\nthe server ({' '.join(args)}) exited uncleanly:\n{server.log()}")
+
+
+def greedy_chat(client: openai.OpenAI, messages: list[dict], **kwargs):
+    return client.chat.completions.create(model="default", messages=messages, temperature=0, **kwargs)
 
 
 def metrics(base_url: str) -> dict[str, float]:

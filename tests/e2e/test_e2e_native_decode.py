@@ -1,10 +1,10 @@
 """`mistralrs serve` on a SmolLM2 Q4K artifact compiled with `--decode native`, driven with the openai SDK."""
 from concurrent.futures import ThreadPoolExecutor
 
-import openai
 import pytest
 
-from live_server import LiveServer
+from live_server import greedy_chat as chat
+from live_server import served_client
 from mistralrs.compiler.targets.native_decode import ISA_FLAGS
 from mistralrs.hardware import cpu_flags
 
@@ -15,20 +15,10 @@ STORY = [{"role": "user", "content": "Write a short story about a lighthouse kee
 
 @pytest.fixture(scope="module")
 def native_client(smollm2_artifact, tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("e2e-native") / "server.log"
-    server = LiveServer(["--artifact", str(smollm2_artifact("Q4K", decode="native")), "--threads", "2",
-                         "--max-batch", "8", "--max-seq-len", "512", "--no-prefix-sharing"], log_path)
-    try:
-        server.wait_until_healthy(120)
-        with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=120) as client:
-            yield client
-    finally:
-        if server.stop() != 0:
-            print(f"\nthe native decode server exited uncleanly:\n{server.log()}")
-
-
-def chat(client, messages, **kwargs):
-    return client.chat.completions.create(model="default", messages=messages, temperature=0, **kwargs)
+    args = ["--artifact", str(smollm2_artifact("Q4K", decode="native")), "--threads", "2", "--max-batch", "8",
+            "--max-seq-len", "512", "--no-prefix-sharing"]
+    with served_client(args, tmp_path_factory.mktemp("e2e-native") / "server.log") as client:
+        yield client
 
 
 def test_answers_paris(native_client):
