@@ -4,7 +4,7 @@
 // activation values, and packs every quantized weight in the panel layout the matmul reads; this file runs a tape.
 // Values are fp32 [rows, width] regions of scratch buffers (a split is a view, not a copy). Matmuls quantize their
 // input rows to int8 per block of 32 and read the weight codes as unsigned bytes: one vpdpbusd multiplies 16
-// output columns by 4 inputs, so each weight byte is loaded once per step and used by every row; batches of 2 or
+// output columns by 4 inputs, so each weight byte is loaded once per step and used by every row; batches of 5 or
 // more rows use AMX tiles instead where the CPU and the kernel allow them.
 //
 // Weight panel layout (16 output columns, then block by block along K, 32 inputs a block):
@@ -25,7 +25,7 @@
 enum { OP_EMBED = 1, OP_RMS_NORM, OP_SKIP_RMS_NORM, OP_LINEAR, OP_HEAD_RMS_NORM, OP_ATTENTION, OP_ADD, OP_SILU_MUL };
 enum { W_F32 = 0, W_Q4 = 4, W_Q8 = 8 };  // F32: norm weights and biases
 enum { BLOCK = 32, PANEL = 16, MAX_GROUP = 8, MAX_CHUNKS = 16 };  // chunks: head_dim / 16
-enum { VNNI_ROWS = 8, AMX_ROWS = 16, AMX_MIN_ROWS = 2 };  // rows a matmul pass takes; from how many rows AMX runs
+enum { VNNI_ROWS = 8, AMX_ROWS = 16, AMX_MIN_ROWS = 5 };  // rows a matmul pass takes; AMX from 5 rows (measured)
 
 typedef struct { int32_t op, a[7]; float eps; } Instr;  // operands: value ids, then weight ids / layer / sizes
 typedef struct { int32_t buffer, offset, width; } Value;

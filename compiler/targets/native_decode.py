@@ -22,7 +22,7 @@ logger = logging.getLogger("mistralrs.compiler")
 
 LIBRARY_FILE, PROGRAM_FILE, WEIGHTS_FILE = "native_decode.so", "native_decode.json", "native_decode.bin"
 ISA_FLAGS = ("avx2", "f16c", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")  # as /proc/cpuinfo spells them
-# AMX code is compiled in and runs only where the runtime finds AMX-INT8 (batches of 2 or more rows)
+# AMX code is compiled in and runs only where the runtime finds AMX-INT8 (batches of 5 or more rows)
 COMPILE_FLAGS = ["-O3", "-march=x86-64-v4", "-mavx512vnni", "-mamx-tile", "-mamx-int8", "-ffast-math", "-fopenmp",
                  "-fPIC", "-shared"]
 OPS = {"embed": 1, "rms_norm": 2, "skip_rms_norm": 3, "linear": 4, "head_rms_norm": 5, "attention": 6, "add": 7,
