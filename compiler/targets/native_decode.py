@@ -1,8 +1,8 @@
 """Lower the IR's decode step (one new token per row) to ops/native_decode.c: a tape of instructions over activation
 values, the weights packed in that file's panel layout, and the C file compiled for the target CPU.
 
-The artifact's ONNX graph still runs prefill (and anything the tape cannot: more rows than the tape was built for);
-the tape runs every decode step, with int8 activations in its matmuls (AVX-512 VNNI).
+The artifact's ONNX graph still runs prefill (and the last position of a prompt whose prefix was shared); the tape
+runs every other decode step, with int8 activations in its matmuls (AVX-512 VNNI; AMX for batches where there is).
 """
 import json
 import logging
@@ -57,10 +57,13 @@ class NativeDecodeLowering:
         if self.cfg.head_dim % 16 or self.cfg.head_dim > MAX_HEAD_DIM:
             raise NativeDecodeUnsupported(f"native decode needs a head_dim that is a multiple of 16 up to "
                                           f"{MAX_HEAD_DIM}, not {self.cfg.head_dim}")
-        last_use = self._last_uses()
+        released = self._last_reads()
         for index, node in enumerate(self.graph.nodes):
             self._lower(node)
-            self._release(index, last_use)
+            for name in released.pop(index, ()):
+                if name in self.values:  # not a graph input
+                    buffer = self.values[name].buffer
+                    self.free.setdefault(self.buffer_widths[buffer], []).append(buffer)
         (out_dir / WEIGHTS_FILE).write_bytes(bytes(self.blob))
         (out_dir / PROGRAM_FILE).write_text(json.dumps(self._program()))
         compile_library(out_dir / LIBRARY_FILE)
@@ -79,9 +82,9 @@ class NativeDecodeLowering:
                 "buffer_widths": self.buffer_widths, "weights": self.weight_table}
 
     # -- values ---------------------------------------------------------------------------------------------------
-    def _last_uses(self) -> dict[int, int]:
-        """Per buffer-owning value name, the index of the last node reading it or a view of it."""
-        owner: dict[str, str] = {}
+    def _last_reads(self) -> dict[int, list[str]]:
+        """Node index -> the values whose buffers no later node reads, directly or through a view."""
+        owner: dict[str, str] = {}  # view -> the value whose buffer it is
         last: dict[str, int] = {}
         for index, node in enumerate(self.graph.nodes):
             for value in node.inputs:
@@ -89,9 +92,10 @@ class NativeDecodeLowering:
             if node.op in ("split", "last_token"):
                 for out in node.outputs:
                     owner[out] = owner.get(node.inputs[0], node.inputs[0])
-        last["logits"] = len(self.graph.nodes)
-        self._owner = owner
-        return last
+        by_node: dict[int, list[str]] = {}
+        for name, index in last.items():
+            by_node.setdefault(index, []).append(name)
+        return by_node
 
     def _new(self, name: str, width: int) -> None:
         pool = self.free.get(width, [])
@@ -101,13 +105,6 @@ class NativeDecodeLowering:
             buffer = len(self.buffer_widths)
             self.buffer_widths.append(width)
         self.values[name] = Value(buffer, 0, width)
-
-    def _release(self, index: int, last_use: dict[str, int]) -> None:
-        for name, last in list(last_use.items()):
-            if last == index and name in self.values and name not in self._owner:
-                buffer = self.values[name].buffer
-                self.free.setdefault(self.buffer_widths[buffer], []).append(buffer)
-                del last_use[name]
 
     def _width(self, name: str) -> int:
         return self.values[name].width
